@@ -1,0 +1,227 @@
+"""AuditEntry, the one record written per processsession event, and how one is built.
+
+Modelled on Dataverse's own ``audit`` table (who, when, which operation on which record, which
+columns changed from what to what) plus what only this service knows: the verdict and the
+broker metadata (reference §8).
+
+``entry_id`` is ``uuid5(ENTRY_NAMESPACE, "<OrganizationId>:<OperationId>:<PrimaryEntityId>:
+<messagename>")`` with lower-case GUIDs and message name. OperationId is the asynchronous
+system job that posted the event, so a broker redelivery (same message id) and a Dataverse
+re-post (new message id, same job) give the same entry_id, while two updates of one session
+run as two jobs and give two ids.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID, uuid5
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+from shared.dataverse.model import (
+    AliasedValue,
+    Entity,
+    EntityCollection,
+    EntityReference,
+    Money,
+    OpaqueValue,
+    OptionSetValue,
+    RemoteExecutionContext,
+)
+from shared.envelope import InboundMessage
+from shared.rules import Judgement, first_image_holding
+from shared.verdicts import Reason, Verdict
+
+ENTRY_NAMESPACE = UUID("6b1f0f5e-2d1c-5a7e-9c44-3a9d2f0e8b17")
+
+
+def iso_utc(moment: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and ``Z``: sortable as text, as the stores rely on."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+UtcTimestamp = Annotated[datetime, PlainSerializer(iso_utc, return_type=str, when_used="json")]
+
+
+class Change(BaseModel):
+    """One column of the Target: its new value, and its old value from a pre-image if any."""
+
+    model_config = ConfigDict(frozen=True)
+
+    column: str
+    old: Any = None
+    new: Any = None
+
+
+class AuditEntry(BaseModel):
+    """One audit entry; field names are the contract of ``inspect`` and of every store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry_id: str
+    verdict: Verdict
+    reason: Reason | None
+    organization_id: str
+    organization_name: str | None
+    message_name: str
+    processsession_id: str
+    processsession_name: str | None
+    regarding_logical_name: str | None
+    regarding_id: str | None
+    regarding_name: str | None
+    regarding_source: str | None
+    user_id: str
+    initiating_user_id: str
+    correlation_id: str
+    request_id: str | None
+    operation_id: str
+    depth: int
+    stage: int
+    mode: int
+    operation_created_on: UtcTimestamp
+    changes: list[Change]
+    message_id: str | None
+    sequence_number: int | None
+    enqueued_time: UtcTimestamp | None
+    delivery_count: int | None
+    recorded_at: UtcTimestamp
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready values (GUIDs lower-case, datetimes UTC ISO-8601)."""
+        return self.model_dump(mode="json")
+
+
+def entry_id_for(context: RemoteExecutionContext) -> str:
+    """The deterministic key of one Dataverse event (see the module docstring)."""
+    name = (
+        f"{context.organization_id}:{context.operation_id}:"
+        f"{context.primary_entity_id}:{context.message_name.lower()}"
+    )
+    return str(uuid5(ENTRY_NAMESPACE, name))
+
+
+def audit_value(value: Any, formatted: str | None = None) -> Any:
+    """A Dataverse value as JSON: lookups as {logical_name, id, name}, Money as a decimal
+    string, choices as {value, label}, dates as UTC ISO-8601."""
+    match value:
+        case None | bool() | int() | str():
+            return value
+        case Decimal():
+            return str(value)
+        case datetime():
+            return iso_utc(value)
+        case EntityReference():
+            return {
+                "logical_name": value.logical_name.lower(),
+                "id": str(value.id),
+                "name": value.name,
+            }
+        case OptionSetValue():
+            return (
+                {"value": value.value, "label": formatted} if formatted else {"value": value.value}
+            )
+        case Money():
+            return str(value.value)
+        case Entity():
+            return {
+                "logical_name": value.logical_name.lower(),
+                "id": str(value.id) if value.id else None,
+                "attributes": {
+                    k: audit_value(v, value.formatted_values.get(k))
+                    for k, v in value.attributes.items()
+                },
+            }
+        case EntityCollection():
+            return {
+                "entity_name": value.entity_name,
+                "entities": [audit_value(e) for e in value.entities],
+            }
+        case AliasedValue():
+            return {
+                "entity_logical_name": value.entity_logical_name,
+                "attribute_logical_name": value.attribute_logical_name,
+                "value": audit_value(value.value),
+            }
+        case OpaqueValue():
+            return {"type": value.type_name, "value": audit_value(value.data)}
+        case list():
+            return [audit_value(item) for item in value]
+        case dict():
+            return {str(k): audit_value(v) for k, v in value.items()}
+        case _:
+            return str(value)
+
+
+def changes_of(context: RemoteExecutionContext) -> list[Change]:
+    """Every Target column but the primary key: new from Target, old from a pre-image."""
+    target = context.target
+    if target is None:
+        return []
+    primary_key = f"{target.logical_name.lower()}id"
+    changes = []
+    for column in sorted(target.attributes):
+        if column.lower() == primary_key:
+            continue
+        pre = first_image_holding(context.pre_entity_images, column)
+        changes.append(
+            Change(
+                column=column,
+                old=audit_value(pre.attributes[column], pre.formatted_values.get(column))
+                if pre
+                else None,
+                new=audit_value(target.attributes[column], target.formatted_values.get(column)),
+            )
+        )
+    return changes
+
+
+def _session_name(context: RemoteExecutionContext) -> str | None:
+    sources = [context.target] if context.target else []
+    sources += [*context.post_entity_images.values(), *context.pre_entity_images.values()]
+    for entity in sources:
+        name = entity.attributes.get("name")
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def build_entry(
+    context: RemoteExecutionContext,
+    judgement: Judgement,
+    message: InboundMessage,
+    recorded_at: datetime,
+) -> AuditEntry:
+    """The audit entry of an accepted or rejected event."""
+    regarding = judgement.regarding
+    reference = regarding.value if regarding else None
+    return AuditEntry(
+        entry_id=entry_id_for(context),
+        verdict=judgement.verdict,
+        reason=judgement.reason,
+        organization_id=str(context.organization_id),
+        organization_name=context.organization_name,
+        message_name=context.message_name,
+        processsession_id=str(context.primary_entity_id),
+        processsession_name=_session_name(context),
+        regarding_logical_name=reference.logical_name.lower() if reference else None,
+        regarding_id=str(reference.id) if reference else None,
+        regarding_name=reference.name if reference else None,
+        regarding_source=regarding.source.value if regarding else None,
+        user_id=str(context.user_id),
+        initiating_user_id=str(context.initiating_user_id),
+        correlation_id=str(context.correlation_id),
+        request_id=str(context.request_id) if context.request_id else None,
+        operation_id=str(context.operation_id),
+        depth=context.depth,
+        stage=context.stage,
+        mode=context.mode,
+        operation_created_on=context.operation_created_on,
+        changes=changes_of(context),
+        message_id=message.message_id,
+        sequence_number=message.sequence_number,
+        enqueued_time=message.enqueued_time,
+        delivery_count=message.delivery_count,
+        recorded_at=recorded_at,
+    )

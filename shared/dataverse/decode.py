@@ -1,0 +1,96 @@
+"""decode(): one brokered message -> RemoteExecutionContext, or MalformedMessage.
+
+Order (samples/README.md rules 1-3): the content type picks the parser (never the body);
+then the size limit; then one UTF-8 BOM is dropped and the body must be strict UTF-8; then the
+format's own depth check and parse; then the model's schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from shared.dataverse import json_format, xml_format
+from shared.dataverse.model import RemoteExecutionContext
+from shared.errors import MalformedMessage
+from shared.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_NESTING_DEPTH
+from shared.verdicts import Reason
+
+JSON = "application/json"
+XML = "application/xml"
+BINARY_XML = "application/msbin1"
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds checked before a body is fully parsed."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_nesting_depth: int = DEFAULT_MAX_NESTING_DEPTH
+
+
+def media_type(content_type: str | None) -> str:
+    """``Application/JSON; charset=utf-8`` -> ``application/json``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def check_content_type(content_type: str | None) -> str:
+    """Return the media type if this service can parse it; else raise with what to fix."""
+    kind = media_type(content_type)
+    if kind in (JSON, XML):
+        return kind
+    if kind == BINARY_XML:
+        description = (
+            "content type application/msbin1 (.NET Binary XML) is not supported: set the "
+            "Dataverse service endpoint's Message Format to JSON (serviceendpoint.messageformat"
+            " = 2) in the Plug-in Registration Tool, then replay this message from the DLQ "
+            "only if it was re-sent as JSON"
+        )
+    elif not kind:
+        description = (
+            "message has no content type; Dataverse always sets one (application/json or "
+            "application/xml), so this was not sent by a Dataverse service endpoint"
+        )
+    else:
+        description = (
+            f"content type {kind!r} is not supported; expected application/json "
+            "(or application/xml)"
+        )
+    raise MalformedMessage(Reason.UNSUPPORTED_CONTENT_TYPE, description)
+
+
+def decode(
+    body: bytes, content_type: str | None, limits: Limits = Limits()
+) -> RemoteExecutionContext:
+    """Decode a message body faithfully, or raise MalformedMessage with a reason code."""
+    kind = check_content_type(content_type)
+    if len(body) > limits.max_body_bytes:
+        raise MalformedMessage(
+            Reason.BODY_TOO_LARGE,
+            f"body is {len(body):,} bytes; the limit is {limits.max_body_bytes:,} "
+            "(Service Bus Standard's 256 KiB; Dataverse trims contexts above 192 KB)",
+        )
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
+    malformed = Reason.MALFORMED_JSON if kind == JSON else Reason.MALFORMED_XML
+    if not body.strip():
+        raise MalformedMessage(malformed, "body is empty")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(
+            malformed, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}"
+        ) from exc
+    if kind == JSON:
+        members = json_format.parse(text, body, limits.max_nesting_depth)
+    else:
+        members = xml_format.parse(body, limits.max_nesting_depth)
+    try:
+        return RemoteExecutionContext.model_validate(members)
+    except ValidationError as exc:
+        raise MalformedMessage(
+            Reason.SCHEMA_VIOLATION,
+            "not a valid RemoteExecutionContext: " + json_format.describe_validation(exc),
+        ) from exc

@@ -1,0 +1,284 @@
+"""DataContractJsonSerializer JSON (``application/json``) -> plain values for the models.
+
+The dialect (reference §3): collections are lists of ``{"key", "value"}`` pairs; complex
+values in ``object`` slots carry a ``"__type": "Name:namespace"`` hint; dates are strings
+``/Date(ms±hhmm)/`` where ``ms`` is UTC and the offset is informational only (.NET rule).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import accumulate
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from shared.dataverse.model import (
+    AliasedValue,
+    Entity,
+    EntityCollection,
+    EntityReference,
+    Money,
+    OpaqueValue,
+    OptionSetValue,
+)
+from shared.errors import MalformedMessage
+from shared.verdicts import Reason
+
+PARAMETER_COLLECTIONS = ("InputParameters", "OutputParameters", "SharedVariables")
+IMAGE_COLLECTIONS = ("PreEntityImages", "PostEntityImages")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATE = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/")
+# A JSON string literal, unrolled so the scan stays linear on hostile input.
+_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def schema_violation(path: str, problem: str) -> NoReturn:
+    """Raise the decode error for a body that parses but is not a valid context."""
+    raise MalformedMessage(Reason.SCHEMA_VIOLATION, f"{path}: {problem}")
+
+
+def nesting_depth(body: bytes) -> int:
+    """Deepest ``[``/``{`` nesting of a JSON text, outside string literals, without parsing it."""
+    brackets = _STRING_LITERAL.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    return max(accumulate(_STEP[b] for b in brackets))
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate member {dup!r} in one JSON object")
+    return obj
+
+
+def parse(text: str, raw: bytes, max_depth: int) -> dict[str, Any]:
+    """Parse a JSON body into the context's plain members (collections become dicts)."""
+    depth = nesting_depth(raw)
+    if depth > max_depth:
+        raise MalformedMessage(
+            Reason.NESTING_TOO_DEEP,
+            f"JSON nests {depth} levels deep; the limit is {max_depth} (real contexts use ~20)",
+        )
+    try:
+        document = json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_members,
+        )
+    except json.JSONDecodeError as exc:
+        raise MalformedMessage(
+            Reason.MALFORMED_JSON,
+            f"JSON does not parse: {exc.msg} (line {exc.lineno}, column {exc.colno}, "
+            f"character {exc.pos} of {len(text)})",
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessage(Reason.MALFORMED_JSON, f"JSON does not parse: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(document, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise MalformedMessage(
+                Reason.MALFORMED_JSON, "JSON string holds a lone UTF-16 surrogate escape"
+            ) from exc
+    if not isinstance(document, dict) or "MessageName" not in document:
+        kind = type(document).__name__ if not isinstance(document, dict) else "object"
+        raise MalformedMessage(
+            Reason.NOT_EXECUTION_CONTEXT,
+            f"JSON root is {'an ' + kind if kind == 'object' else 'a ' + kind} without "
+            "MessageName: not a RemoteExecutionContext",
+        )
+    return context_members(document, "$")
+
+
+def context_members(obj: dict[str, Any], path: str) -> dict[str, Any]:
+    """Turn one (possibly nested) RemoteExecutionContext object into model input."""
+    members = dict(obj)
+    for name in PARAMETER_COLLECTIONS:
+        if name in obj:
+            members[name] = {
+                key: value_of(raw, f"{path}.{name}[{key!r}]")
+                for key, raw in pairs(obj[name], f"{path}.{name}")
+            }
+    for name in IMAGE_COLLECTIONS:
+        if name in obj:
+            members[name] = {
+                key: entity(raw, f"{path}.{name}[{key!r}]")
+                for key, raw in pairs(obj[name], f"{path}.{name}")
+            }
+    if isinstance(obj.get("OperationCreatedOn"), str):
+        members["OperationCreatedOn"] = date(
+            obj["OperationCreatedOn"], f"{path}.OperationCreatedOn"
+        )
+    if obj.get("OwningExtension") is not None:
+        members["OwningExtension"] = entity_reference(
+            obj["OwningExtension"], f"{path}.OwningExtension"
+        )
+    parent = obj.get("ParentContext")
+    if parent is not None:
+        if not isinstance(parent, dict):
+            schema_violation(f"{path}.ParentContext", "expected an object or null")
+        members["ParentContext"] = context_members(parent, f"{path}.ParentContext")
+    return members
+
+
+def pairs(raw: Any, path: str) -> list[tuple[str, Any]]:
+    """A DataContract key/value list as (key, raw value) pairs; keys must be unique."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        schema_violation(path, f"expected a list of key/value pairs, got {_kind(raw)}")
+    result: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            schema_violation(f"{path}[{index}]", 'expected {"key": <string>, "value": ...}')
+        key = item["key"]
+        if key in seen:
+            schema_violation(path, f"duplicate key {key!r}")
+        seen.add(key)
+        result.append((key, item.get("value")))
+    return result
+
+
+def date(text: str, path: str) -> datetime:
+    """``/Date(ms)/`` or ``/Date(ms+hhmm)/`` -> UTC datetime; the offset is never applied."""
+    match = _DATE.fullmatch(text)
+    if match is None:
+        schema_violation(path, f"expected /Date(milliseconds)/, got {_excerpt(text)}")
+    try:
+        return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+    except OverflowError:
+        schema_violation(path, f"date out of range: {_excerpt(text)}")
+
+
+def value_of(raw: Any, path: str) -> Any:
+    """Any value of an ``object`` slot (an attribute or a parameter)."""
+    if isinstance(raw, str):
+        return date(raw, path) if raw.startswith("/Date(") else raw
+    if isinstance(raw, dict):
+        return _complex(raw, path)
+    if isinstance(raw, list):
+        return [value_of(item, f"{path}[{i}]") for i, item in enumerate(raw)]
+    return raw  # None, bool, int, Decimal
+
+
+def _complex(raw: dict[str, Any], path: str) -> Any:
+    hint = raw.get("__type")
+    if hint is not None and not isinstance(hint, str):
+        schema_violation(path, "__type must be a string")
+    type_name = hint.split(":", 1)[0] if hint else _shape(raw)
+    try:
+        match type_name:
+            case "Entity":
+                return entity(raw, path)
+            case "EntityReference":
+                return entity_reference(raw, path)
+            case "OptionSetValue":
+                return OptionSetValue(value=raw.get("Value"))
+            case "Money":
+                return Money(value=raw.get("Value"))
+            case "EntityCollection":
+                items = raw.get("Entities") or []
+                if not isinstance(items, list):
+                    schema_violation(f"{path}.Entities", "expected a list")
+                return EntityCollection(
+                    entity_name=raw.get("EntityName"),
+                    entities=[entity(e, f"{path}.Entities[{i}]") for i, e in enumerate(items)],
+                    more_records=bool(raw.get("MoreRecords")),
+                    total_record_count=raw.get("TotalRecordCount"),
+                )
+            case "AliasedValue":
+                return AliasedValue(
+                    attribute_logical_name=raw.get("AttributeLogicalName"),
+                    entity_logical_name=raw.get("EntityLogicalName"),
+                    value=value_of(raw.get("Value"), f"{path}.Value"),
+                )
+            case "":
+                return {k: value_of(v, f"{path}.{k}") for k, v in raw.items()}
+            case _:
+                data = {k: value_of(v, f"{path}.{k}") for k, v in raw.items() if k != "__type"}
+                return OpaqueValue(type_name=type_name, data=data)
+    except ValidationError as exc:
+        schema_violation(path, f"not a valid {type_name}: {describe_validation(exc)}")
+
+
+def _shape(raw: dict[str, Any]) -> str:
+    """Type of a complex value without a hint (hand-made or pretty-printed input)."""
+    if "LogicalName" in raw and "Attributes" in raw:
+        return "Entity"
+    if "LogicalName" in raw and "Id" in raw:
+        return "EntityReference"
+    return ""
+
+
+def entity(raw: Any, path: str) -> Entity:
+    """An Entity object: a Target, an image, or an EntityCollection item."""
+    if not isinstance(raw, dict):
+        schema_violation(path, f"expected an Entity object, got {_kind(raw)}")
+    attributes = {
+        key: value_of(value, f"{path}.Attributes[{key!r}]")
+        for key, value in pairs(raw.get("Attributes"), f"{path}.Attributes")
+    }
+    formatted = {}
+    for key, value in pairs(raw.get("FormattedValues"), f"{path}.FormattedValues"):
+        if not isinstance(value, str):
+            schema_violation(f"{path}.FormattedValues[{key!r}]", "expected a string")
+        formatted[key] = value
+    try:
+        return Entity(
+            logical_name=raw.get("LogicalName"),
+            id=raw.get("Id"),
+            attributes=attributes,
+            formatted_values=formatted,
+        )
+    except ValidationError as exc:
+        schema_violation(path, f"not a valid Entity: {describe_validation(exc)}")
+
+
+def entity_reference(raw: Any, path: str) -> EntityReference:
+    """An EntityReference object (a lookup value)."""
+    if not isinstance(raw, dict):
+        schema_violation(path, f"expected an EntityReference object, got {_kind(raw)}")
+    try:
+        return EntityReference(
+            logical_name=raw.get("LogicalName"), id=raw.get("Id"), name=raw.get("Name")
+        )
+    except ValidationError as exc:
+        schema_violation(path, f"not a valid EntityReference: {describe_validation(exc)}")
+
+
+def describe_validation(exc: ValidationError, limit: int = 3) -> str:
+    """Pydantic's errors as one short line: ``Field: problem (got 'x')``."""
+    parts = []
+    for error in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in error["loc"]) or "value"
+        got = error.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {_excerpt(got)})"
+        parts.append(f"{where}: {error['msg']}{shown}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _kind(raw: Any) -> str:
+    return "null" if raw is None else type(raw).__name__
+
+
+def _excerpt(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,123 @@
+"""Pydantic models of ``Microsoft.Xrm.Sdk.RemoteExecutionContext`` and the values it carries.
+
+Both wire formats (``json_format``, ``xml_format``) turn their dialect into these models, so
+the rules and the audit see one clean shape. Collections that Dataverse sends as key/value
+lists are dicts here, in message order. Unknown members are ignored, since newer Dataverse
+builds add members (reference §3.2).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_pascal
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A datetime with no zone is UTC (xs:dateTime Unspecified, reference §3.6)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class _WireModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_pascal,
+        populate_by_name=True,
+        frozen=True,
+        extra="ignore",
+        arbitrary_types_allowed=True,
+    )
+
+
+class EntityReference(_WireModel):
+    """A lookup: ``regardingobjectid``, ``ownerid``, ``OwningExtension``..."""
+
+    logical_name: str
+    id: UUID
+    name: str | None = None
+
+
+class OptionSetValue(_WireModel):
+    """A choice, state or status value."""
+
+    value: int
+
+
+class Money(_WireModel):
+    """A currency amount, kept as Decimal so it is never rounded."""
+
+    value: Decimal
+
+
+class AliasedValue(_WireModel):
+    """A column of a linked table, returned by a query."""
+
+    attribute_logical_name: str | None = None
+    entity_logical_name: str | None = None
+    value: Any = None
+
+
+class OpaqueValue(_WireModel):
+    """A typed value this service does not model (e.g. a multi-select choice), kept verbatim."""
+
+    type_name: str
+    data: Any = None
+
+
+class Entity(_WireModel):
+    """A record: the Create/Update ``Target`` or an entity image."""
+
+    logical_name: str
+    id: UUID | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    formatted_values: dict[str, str] = Field(default_factory=dict)
+
+
+class EntityCollection(_WireModel):
+    """A list of records, e.g. a RetrieveMultiple result."""
+
+    entity_name: str | None = None
+    entities: list[Entity] = Field(default_factory=list)
+    more_records: bool = False
+    total_record_count: int | None = None
+
+
+class RemoteExecutionContext(_WireModel):
+    """The execution context Dataverse posts for one event (reference §3.2)."""
+
+    message_name: str
+    primary_entity_name: str
+    primary_entity_id: UUID
+    organization_id: UUID
+    organization_name: str | None = None
+    operation_id: UUID
+    operation_created_on: UtcDatetime
+    correlation_id: UUID
+    request_id: UUID | None = None
+    user_id: UUID
+    initiating_user_id: UUID
+    business_unit_id: UUID | None = None
+    depth: int
+    stage: int
+    mode: int
+    initiating_user_agent: str | None = None
+    secondary_entity_name: str | None = None
+    input_parameters: dict[str, Any] = Field(default_factory=dict)
+    output_parameters: dict[str, Any] = Field(default_factory=dict)
+    shared_variables: dict[str, Any] = Field(default_factory=dict)
+    pre_entity_images: dict[str, Entity] = Field(default_factory=dict)
+    post_entity_images: dict[str, Entity] = Field(default_factory=dict)
+    owning_extension: EntityReference | None = None
+    parent_context: RemoteExecutionContext | None = None
+
+    @property
+    def target(self) -> Entity | None:
+        """The ``Target`` input parameter when it is an Entity (Create, Update)."""
+        value = self.input_parameters.get("Target")
+        return value if isinstance(value, Entity) else None

@@ -1,0 +1,182 @@
+"""The transport-neutral message, and the adapters that build it from each transport.
+
+Transport quirks live here and only here: the SDK's bytes-keyed application properties, the
+Functions binding's str-keyed ones, the sample files' JSON, and the Dataverse claim names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
+CLAIM_ORGANIZATION = CLAIMS + "Organization"
+CLAIM_ENTITY_LOGICAL_NAME = CLAIMS + "EntityLogicalName"
+CLAIM_REQUEST_NAME = CLAIMS + "RequestName"
+MESSAGE_MAX_SIZE_EXCEEDED = "MessageMaxSizeExceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One brokered message as the service sees it, whatever carried it."""
+
+    body: bytes
+    content_type: str | None = None
+    message_id: str | None = None
+    correlation_id: str | None = None
+    application_properties: Mapping[str, str] = field(default_factory=dict)
+    delivery_count: int | None = None
+    sequence_number: int | None = None
+    enqueued_time: datetime | None = None
+
+    def get_property(self, name: str) -> str | None:
+        """Look an application property up case-insensitively, as the .NET SDK stores them."""
+        value = self.application_properties.get(name)
+        if value is not None:
+            return value
+        lowered = name.lower()
+        for key, candidate in self.application_properties.items():
+            if key.lower() == lowered:
+                return candidate
+        return None
+
+    @property
+    def context_was_trimmed(self) -> bool:
+        """True when Dataverse emptied the context to fit the 192 KB limit."""
+        return (self.get_property(MESSAGE_MAX_SIZE_EXCEEDED) or "").strip().lower() == "true"
+
+
+def property_text(value: object) -> str:
+    """Render an application property value as text (bools as ``true``/``false``)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return str(value)
+
+
+def normalize_properties(properties: Mapping[Any, Any] | None) -> dict[str, str]:
+    """Str keys and str values, whatever the transport handed over."""
+    return {property_text(k): property_text(v) for k, v in (properties or {}).items()}
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return property_text(value)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ReceivedMessageLike(Protocol):
+    """The part of ``azure.servicebus.ServiceBusReceivedMessage`` this service reads."""
+
+    @property
+    def body(self) -> Iterable[bytes] | bytes: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def application_properties(self) -> Mapping[Any, Any] | None: ...
+    @property
+    def delivery_count(self) -> int | None: ...
+    @property
+    def sequence_number(self) -> int | None: ...
+    @property
+    def enqueued_time_utc(self) -> datetime | None: ...
+
+
+def from_received_message(message: ReceivedMessageLike) -> InboundMessage:
+    """Adapt an azure-servicebus message (SDK receiver or the Functions SDK-type binding).
+
+    Its ``body`` is a generator of data sections and its application properties have bytes
+    keys and values; both are normalised here.
+    """
+    raw = message.body
+    body = raw if isinstance(raw, bytes) else b"".join(raw)
+    return InboundMessage(
+        body=body,
+        content_type=_text_or_none(message.content_type),
+        message_id=_text_or_none(message.message_id),
+        correlation_id=_text_or_none(message.correlation_id),
+        application_properties=normalize_properties(message.application_properties),
+        delivery_count=message.delivery_count,
+        sequence_number=message.sequence_number,
+        enqueued_time=_aware(message.enqueued_time_utc),
+    )
+
+
+class FunctionsMessageLike(Protocol):
+    """The part of ``azure.functions.ServiceBusMessage`` this service reads."""
+
+    def get_body(self) -> bytes: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def application_properties(self) -> Mapping[str, Any]: ...
+    @property
+    def delivery_count(self) -> int | None: ...
+    @property
+    def sequence_number(self) -> int | None: ...
+    @property
+    def enqueued_time_utc(self) -> datetime | None: ...
+
+
+def from_functions_message(message: FunctionsMessageLike) -> InboundMessage:
+    """Adapt the classic ``func.ServiceBusMessage`` binding (str-keyed properties)."""
+    return InboundMessage(
+        body=message.get_body(),
+        content_type=_text_or_none(message.content_type),
+        message_id=_text_or_none(message.message_id),
+        correlation_id=_text_or_none(message.correlation_id),
+        application_properties=normalize_properties(message.application_properties),
+        delivery_count=message.delivery_count,
+        sequence_number=message.sequence_number,
+        enqueued_time=_aware(message.enqueued_time_utc),
+    )
+
+
+def properties_path_for(body_path: Path) -> Path:
+    """``NAME.body`` -> ``NAME.properties.json``, the samples' pairing convention."""
+    name = body_path.name.removesuffix(".body")
+    return body_path.with_name(f"{name}.properties.json")
+
+
+def from_files(body_path: Path, properties_path: Path | None = None) -> InboundMessage:
+    """Build a message from a body file and its properties JSON (as in ``samples/``).
+
+    The properties file holds ``content_type``, ``message_id``, ``correlation_id`` and
+    ``application_properties``; without one, the message has no content type.
+    """
+    body = body_path.read_bytes()
+    meta: dict[str, Any] = {}
+    if properties_path is not None:
+        meta = json.loads(properties_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError(f"{properties_path}: expected a JSON object")
+    return InboundMessage(
+        body=body,
+        content_type=_text_or_none(meta.get("content_type")),
+        message_id=_text_or_none(meta.get("message_id")),
+        correlation_id=_text_or_none(meta.get("correlation_id")),
+        application_properties=normalize_properties(meta.get("application_properties")),
+        delivery_count=meta.get("delivery_count"),
+        sequence_number=meta.get("sequence_number"),
+    )

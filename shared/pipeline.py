@@ -1,0 +1,178 @@
+"""handle(): decode -> judge -> record -> store -> outcome, for a batch of messages.
+
+Each step is a plain function; the transport only builds ``InboundMessage`` values before and
+applies each outcome's ``settlement`` after. The one promise: a message whose entry is not
+durably stored is never settled as complete; it is retried (the broker redelivers it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+from shared.audit import AuditEntry, build_entry
+from shared.dataverse import Limits, RemoteExecutionContext, decode
+from shared.envelope import InboundMessage
+from shared.errors import MalformedMessage
+from shared.rules import judge
+from shared.settings import Settings
+from shared.stores.base import AuditStore
+from shared.verdicts import Reason, Settlement, Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the pipeline enforces beyond the wire format."""
+
+    limits: Limits = Limits()
+    allowed_organization_ids: frozenset[UUID] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        """The policy the settings describe."""
+        return cls(
+            Limits(settings.audit_max_body_bytes, settings.audit_max_nesting_depth),
+            settings.allowed_organization_ids,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the service decided about one message, before any I/O."""
+
+    verdict: Verdict
+    reason: Reason | None = None
+    description: str | None = None
+    entry: AuditEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A decision plus what the transport must do with the message."""
+
+    message: InboundMessage
+    decision: Decision
+    settlement: Settlement
+    description: str | None = field(default=None)
+
+    @property
+    def dead_letter_reason(self) -> str:
+        """The DLQ reason code (DeadLetterReason)."""
+        return (self.decision.reason or Reason.INTERNAL_ERROR).value
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_organization(context: RemoteExecutionContext, allowed: frozenset[UUID]) -> None:
+    """Refuse contexts from organizations outside ALLOWED_ORGANIZATION_IDS (when set)."""
+    if allowed and context.organization_id not in allowed:
+        raise MalformedMessage(
+            Reason.UNTRUSTED_ORGANIZATION,
+            f"OrganizationId {context.organization_id} is not in ALLOWED_ORGANIZATION_IDS; "
+            "if this organization is yours, add it to that setting and replay the message",
+        )
+
+
+def evaluate(
+    message: InboundMessage, policy: Policy = Policy(), clock: Callable[[], datetime] = _now
+) -> Decision:
+    """Decode, judge and record one message; no I/O, never raises."""
+    try:
+        context = decode(message.body, message.content_type, policy.limits)
+        check_organization(context, policy.allowed_organization_ids)
+        judgement = judge(context, message.context_was_trimmed)
+        if judgement.verdict is Verdict.IGNORED:
+            return Decision(
+                judgement.verdict,
+                judgement.reason,
+                f"{context.message_name} of {context.primary_entity_name}",
+            )
+        entry = build_entry(context, judgement, message, clock())
+        return Decision(judgement.verdict, judgement.reason, None, entry)
+    except MalformedMessage as exc:
+        return Decision(Verdict.MALFORMED, exc.reason, exc.description)
+    except Exception as exc:
+        log.exception("unexpected error deciding message %s", message.message_id)
+        return Decision(
+            Verdict.MALFORMED,
+            Reason.INTERNAL_ERROR,
+            f"unexpected {type(exc).__name__} while deciding this message; the service logs "
+            "hold the traceback under its message id. Replay it after the fix.",
+        )
+
+
+class Pipeline:
+    """The service: policy, store and clock, built once by a composition root."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        policy: Policy = Policy(),
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        if not policy.allowed_organization_ids:
+            logging.getLogger("shared.trust").warning(
+                "ALLOWED_ORGANIZATION_IDS is empty: messages from any Dataverse organization "
+                "are accepted. Set it to your OrganizationId(s) in production."
+            )
+
+    def handle(self, messages: Sequence[InboundMessage]) -> list[Outcome]:
+        """Decide every message, store all entries in one write, and settle each by its own
+        outcome; if the write fails, every message with an entry is retried."""
+        decisions = [evaluate(m, self.policy, self.clock) for m in messages]
+        entries = [d.entry for d in decisions if d.entry is not None]
+        store_failure: str | None = None
+        if entries:
+            try:
+                self.store.write(entries)
+            except Exception as exc:  # noqa: BLE001 - any failure: the entry is not stored
+                store_failure = f"audit store write failed ({type(exc).__name__}): {exc}"
+                log.warning("%s; %d message(s) will be redelivered", store_failure, len(entries))
+        outcomes = [
+            self._settle(m, d, store_failure) for m, d in zip(messages, decisions, strict=True)
+        ]
+        for outcome in outcomes:
+            _log_outcome(outcome)
+        return outcomes
+
+    @staticmethod
+    def _settle(message: InboundMessage, decision: Decision, store_failure: str | None) -> Outcome:
+        if decision.entry is not None and store_failure is not None:
+            return Outcome(message, decision, Settlement.RETRY, store_failure)
+        if decision.verdict is Verdict.MALFORMED:
+            return Outcome(message, decision, Settlement.DEAD_LETTER, decision.description)
+        return Outcome(message, decision, Settlement.COMPLETE, decision.description)
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    decision, message = outcome.decision, outcome.message
+    fields = {
+        "message_id": message.message_id,
+        "correlation_id": message.correlation_id,
+        "delivery_count": message.delivery_count,
+        "entry_id": decision.entry.entry_id if decision.entry else None,
+        "verdict": decision.verdict.value,
+        "reason": decision.reason.value if decision.reason else None,
+        "settlement": outcome.settlement.value,
+    }
+    level = logging.WARNING if outcome.settlement is not Settlement.COMPLETE else logging.INFO
+    log.log(
+        level,
+        "message %s: %s (%s) -> %s%s",
+        message.message_id,
+        fields["verdict"],
+        fields["reason"],
+        fields["settlement"],
+        f": {outcome.description}" if outcome.description and level > logging.INFO else "",
+        extra={"audit": fields},
+    )

@@ -1,0 +1,101 @@
+"""judge(): the sample_bankaccount rule (samples/README.md, rules 4-10, in that order).
+
+Only the top-level context decides; ``ParentContext`` belongs to the calling pipeline and may
+be another message on another table (reference §3.7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.dataverse.model import Entity, EntityReference, RemoteExecutionContext
+from shared.errors import MalformedMessage
+from shared.verdicts import Reason, Verdict
+
+PROCESSSESSION = "processsession"
+BANK_ACCOUNT = "sample_bankaccount"
+REGARDING = "regardingobjectid"
+AUDITED_MESSAGES = frozenset({"create", "update"})
+
+
+class RegardingSource(StrEnum):
+    """Where the effective regarding record was found."""
+
+    TARGET = "target"
+    POST_IMAGE = "post_image"
+    PRE_IMAGE = "pre_image"
+
+
+@dataclass(frozen=True, slots=True)
+class Regarding:
+    """The effective regarding value (None = explicitly cleared) and where it came from."""
+
+    value: EntityReference | None
+    source: RegardingSource
+    image_alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The verdict on one context, with its reason and the regarding it was based on."""
+
+    verdict: Verdict
+    reason: Reason | None = None
+    regarding: Regarding | None = None
+
+
+def effective_regarding(context: RemoteExecutionContext) -> Regarding | None:
+    """Target first (even when null), then the first post image, then the first pre image."""
+    target = context.target
+    if target is not None and REGARDING in target.attributes:
+        value = _as_reference(target.attributes[REGARDING], "InputParameters['Target']")
+        return Regarding(value, RegardingSource.TARGET)
+    for source, images, member in (
+        (RegardingSource.POST_IMAGE, context.post_entity_images, "PostEntityImages"),
+        (RegardingSource.PRE_IMAGE, context.pre_entity_images, "PreEntityImages"),
+    ):
+        image = first_image_holding(images, REGARDING)
+        if image is not None:
+            alias = next(a for a, i in images.items() if i is image)
+            value = _as_reference(image.attributes[REGARDING], f"{member}[{alias!r}]")
+            return Regarding(value, source, alias)
+    return None
+
+
+def _as_reference(value: object, where: str) -> EntityReference | None:
+    if value is None or isinstance(value, EntityReference):
+        return value
+    raise MalformedMessage(
+        Reason.SCHEMA_VIOLATION,
+        f"{where}.Attributes['{REGARDING}'] is a {type(value).__name__}, not a lookup "
+        "(EntityReference) or null",
+    )
+
+
+def judge(context: RemoteExecutionContext, context_was_trimmed: bool = False) -> Judgement:
+    """Apply the verdict rules in order; the first that matches decides."""
+    if context.primary_entity_name.lower() != PROCESSSESSION:
+        return Judgement(Verdict.IGNORED, Reason.NOT_PROCESSSESSION)
+    if context.message_name.lower() not in AUDITED_MESSAGES:
+        return Judgement(Verdict.IGNORED, Reason.MESSAGE_OUT_OF_SCOPE)
+    regarding = effective_regarding(context)
+    if context_was_trimmed and not context.input_parameters:
+        return Judgement(Verdict.REJECTED, Reason.CONTEXT_TRUNCATED, regarding)
+    if regarding is None:
+        return Judgement(Verdict.REJECTED, Reason.REGARDING_NOT_IN_MESSAGE)
+    if regarding.value is None:
+        reason = (
+            Reason.REGARDING_CLEARED
+            if regarding.source is RegardingSource.TARGET
+            else Reason.REGARDING_NOT_IN_MESSAGE
+        )
+        return Judgement(Verdict.REJECTED, reason, regarding)
+    if regarding.value.logical_name.lower() != BANK_ACCOUNT:
+        return Judgement(Verdict.REJECTED, Reason.REGARDING_NOT_BANKACCOUNT, regarding)
+    return Judgement(Verdict.ACCEPTED, None, regarding)
+
+
+def first_image_holding(images: dict[str, Entity], column: str) -> Entity | None:
+    """The first image (in message order, whatever its alias) that holds ``column``."""
+    return next((image for image in images.values() if column in image.attributes), None)

@@ -1,0 +1,60 @@
+"""Configuration from the environment (Azure app settings, local.settings.json, or a shell).
+
+Settings are read when :func:`load_settings` is called by a composition root (the Functions
+bootstrap or the CLI), never at import time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Service Bus Standard accepts at most 256 KiB per message; anything larger is hostile.
+DEFAULT_MAX_BODY_BYTES = 262_144
+#: Real contexts nest about 20 levels (samples/README.md, rule 2).
+DEFAULT_MAX_NESTING_DEPTH = 100
+
+
+class StoreKind(StrEnum):
+    """Which audit store implementation to use."""
+
+    SQLITE = "sqlite"
+
+
+class Settings(BaseSettings):
+    """Every setting the service reads, with its environment variable name."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    audit_store: StoreKind = Field(StoreKind.SQLITE, description="AUDIT_STORE: sqlite")
+    audit_sqlite_path: Path = Field(
+        Path(".data/audit.sqlite3"), description="AUDIT_SQLITE_PATH: SQLite file of the trail"
+    )
+    allowed_organization_ids: Annotated[frozenset[UUID], NoDecode] = Field(
+        frozenset(),
+        description="ALLOWED_ORGANIZATION_IDS: comma-separated OrganizationIds; empty = any",
+    )
+    audit_max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0, le=DEFAULT_MAX_BODY_BYTES * 4)
+    audit_max_nesting_depth: int = Field(DEFAULT_MAX_NESTING_DEPTH, gt=0, le=1000)
+    process_session_queue: str | None = Field(None, description="PROCESS_SESSION_QUEUE")
+    process_session_topic: str | None = Field(None, description="PROCESS_SESSION_TOPIC")
+    process_session_subscription: str | None = Field(
+        None, description="PROCESS_SESSION_SUBSCRIPTION"
+    )
+
+    @field_validator("allowed_organization_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(UUID(part.strip()) for part in value.split(",") if part.strip())
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and explicit overrides, e.g. CLI options)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,134 @@
+"""SQLite audit store: the default on one machine.
+
+One row per entry, keyed by ``entry_id`` (so ``INSERT OR IGNORE`` makes rewrites no-ops), with
+the whole entry as JSON and the columns the reads filter on, indexed. WAL journal with
+``synchronous=FULL``: a batch is on disk when ``write`` returns, and one transaction per
+batch means a failure stores none of it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from shared.audit import AuditEntry, iso_utc
+from shared.errors import StoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_entries (
+    entry_id             TEXT PRIMARY KEY,
+    verdict              TEXT NOT NULL,
+    reason               TEXT,
+    regarding_id         TEXT,
+    processsession_id    TEXT NOT NULL,
+    operation_created_on TEXT NOT NULL,
+    recorded_at          TEXT NOT NULL,
+    entry                TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_regarding
+    ON audit_entries (regarding_id, operation_created_on, entry_id);
+CREATE INDEX IF NOT EXISTS audit_by_session
+    ON audit_entries (processsession_id, operation_created_on, entry_id);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entries (operation_created_on, entry_id);
+"""
+_ORDER = " ORDER BY operation_created_on, entry_id"
+
+
+class SqliteAuditStore:
+    """AuditStore on one SQLite file (thread-safe: one connection behind a lock)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open SQLite audit store {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite audit store {action} failed: {exc}") from exc
+
+    def write(self, entries: Sequence[AuditEntry]) -> int:
+        """Store a batch in one transaction; existing entry_ids are left as they are."""
+        if not entries:
+            return 0
+        rows = [
+            (
+                e.entry_id,
+                e.verdict.value,
+                e.reason.value if e.reason else None,
+                e.regarding_id,
+                e.processsession_id,
+                iso_utc(e.operation_created_on),
+                iso_utc(e.recorded_at),
+                e.model_dump_json(),
+            )
+            for e in entries
+        ]
+        with self._guard("write") as db:
+            before = db.total_changes
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT OR IGNORE INTO audit_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return db.total_changes - before
+
+    def _select(self, where: str, params: Sequence[object]) -> list[AuditEntry]:
+        with self._guard("read") as db:
+            rows = db.execute(
+                f"SELECT entry FROM audit_entries {where}{_ORDER}",  # noqa: S608 - fixed clauses
+                params,
+            ).fetchall()
+        return [AuditEntry.model_validate_json(row[0]) for row in rows]
+
+    def by_regarding(self, regarding_id: str) -> list[AuditEntry]:
+        """The trail of one regarding record, in time order."""
+        return self._select("WHERE regarding_id = ?", [regarding_id.lower().strip("{}")])
+
+    def by_session(self, processsession_id: str) -> list[AuditEntry]:
+        """All entries of one dialog session, in time order."""
+        return self._select("WHERE processsession_id = ?", [processsession_id.lower().strip("{}")])
+
+    def in_range(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> list[AuditEntry]:
+        """Entries with ``start <= operation_created_on < end``."""
+        clauses, params = [], []
+        if start is not None:
+            clauses.append("operation_created_on >= ?")
+            params.append(iso_utc(start))
+        if end is not None:
+            clauses.append("operation_created_on < ?")
+            params.append(iso_utc(end))
+        return self._select(("WHERE " + " AND ".join(clauses)) if clauses else "", params)
+
+    def count(self) -> int:
+        """How many entries the store holds."""
+        with self._guard("count") as db:
+            return int(db.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,48 @@
+"""Verdicts, settlements and the stable reason codes operators see in the DLQ and the trail."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    """What the service decided about one message."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    IGNORED = "ignored"
+    MALFORMED = "malformed"
+
+
+class Settlement(StrEnum):
+    """What the transport must do with the message."""
+
+    COMPLETE = "complete"
+    DEAD_LETTER = "dead_letter"
+    RETRY = "retry"
+
+
+class Reason(StrEnum):
+    """Stable reason codes. Never rename one: DLQ filters and dashboards key on them."""
+
+    # rejected (an audit entry is written)
+    REGARDING_NOT_BANKACCOUNT = "regarding_not_bankaccount"
+    REGARDING_CLEARED = "regarding_cleared"
+    REGARDING_NOT_IN_MESSAGE = "regarding_not_in_message"
+    CONTEXT_TRUNCATED = "context_truncated"
+    # ignored (no entry)
+    NOT_PROCESSSESSION = "not_processsession"
+    MESSAGE_OUT_OF_SCOPE = "message_out_of_scope"
+    # malformed (dead-lettered)
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    BODY_TOO_LARGE = "body_too_large"
+    NESTING_TOO_DEEP = "nesting_too_deep"
+    MALFORMED_JSON = "malformed_json"
+    MALFORMED_XML = "malformed_xml"
+    XML_FORBIDDEN_CONSTRUCT = "xml_forbidden_construct"
+    NOT_EXECUTION_CONTEXT = "not_execution_context"
+    SCHEMA_VIOLATION = "schema_violation"
+    UNTRUSTED_ORGANIZATION = "untrusted_organization"
+    INTERNAL_ERROR = "internal_error"
+    # retried (not settled)
+    STORE_UNAVAILABLE = "store_unavailable"
