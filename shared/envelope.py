@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from shared.errors import MalformedMessage
+from shared.verdicts import Reason
+
 CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 CLAIM_ORGANIZATION = CLAIMS + "Organization"
 CLAIM_ENTITY_LOGICAL_NAME = CLAIMS + "EntityLogicalName"
@@ -82,7 +85,7 @@ class ReceivedMessageLike(Protocol):
     """The part of ``azure.servicebus.ServiceBusReceivedMessage`` this service reads."""
 
     @property
-    def body(self) -> Iterable[bytes] | bytes: ...
+    def body(self) -> Any: ...
     @property
     def content_type(self) -> str | None: ...
     @property
@@ -99,16 +102,30 @@ class ReceivedMessageLike(Protocol):
     def enqueued_time_utc(self) -> datetime | None: ...
 
 
+def _data_body(raw: object) -> bytes:
+    """The bytes of an AMQP data body; Dataverse never sends value or sequence bodies."""
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, str):
+        return raw.encode("utf-8")
+    if isinstance(raw, Iterable) and not isinstance(raw, Mapping):
+        parts = list(raw)
+        if all(isinstance(part, bytes | bytearray) for part in parts):
+            return b"".join(parts)
+    raise MalformedMessage(
+        Reason.UNSUPPORTED_CONTENT_TYPE,
+        f"AMQP body is a {type(raw).__name__} value, not data bytes: not sent by Dataverse",
+    )
+
+
 def from_received_message(message: ReceivedMessageLike) -> InboundMessage:
     """Adapt an azure-servicebus message (SDK receiver or the Functions SDK-type binding).
 
     Its ``body`` is a generator of data sections and its application properties have bytes
     keys and values; both are normalised here.
     """
-    raw = message.body
-    body = raw if isinstance(raw, bytes) else b"".join(raw)
     return InboundMessage(
-        body=body,
+        body=_data_body(message.body),
         content_type=_text_or_none(message.content_type),
         message_id=_text_or_none(message.message_id),
         correlation_id=_text_or_none(message.correlation_id),

@@ -1,0 +1,12 @@
+"""Azure Functions entry point (composition root): create the app, register the blueprints.
+
+Settings are read and the store is opened on the first invocation, not here, so indexing
+stays fast and free of I/O.
+"""
+
+import azure.functions as func
+
+from functions.process_session import bp as process_session_bp
+
+app = func.FunctionApp()
+app.register_functions(process_session_bp)

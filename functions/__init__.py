@@ -1,0 +1,1 @@
+"""Azure Functions blueprints: thin shells that adapt, call ``shared``, and settle."""
