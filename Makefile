@@ -1,0 +1,40 @@
+# Quick start: `make run` (main job on the bundled samples, SQLite) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install run test lint unit samples clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed (azure-functions 1.x)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+## run: process the bundled samples into the SQLite store and show the audit trail
+run: install
+	$(PY) -m shared.cli run
+	$(PY) -m shared.cli entries
+
+## test: lint, type-check and run every test
+test: lint unit
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy .
+
+unit: install
+	$(PY) -m pytest
+
+## samples: compare `inspect` with the team's published expectations (needs ../shared)
+samples: install
+	$(PY) ../shared/tools/check_samples.py --python $(PY) samples
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

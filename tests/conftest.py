@@ -1,0 +1,117 @@
+"""Shared fixtures: the golden samples (one loader) and builders of real-format messages."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.envelope import InboundMessage, from_files, properties_path_for
+from shared.stores.sqlite import SqliteAuditStore
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+ENTITY_TYPE = "Entity:http://schemas.microsoft.com/xrm/2011/Contracts"
+REFERENCE_TYPE = "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A sample message pair and its expected result from samples/expected.json."""
+
+    name: str
+    message: InboundMessage
+    expected: dict[str, Any]
+
+
+def load_samples() -> dict[str, Sample]:
+    """Every NAME.body + NAME.properties.json pair in samples/, with its expectation."""
+    expected = json.loads((SAMPLES / "expected.json").read_text())
+    samples = {}
+    for body in sorted(SAMPLES.glob("*.body")):
+        name = body.name.removesuffix(".body")
+        samples[name] = Sample(name, from_files(body, properties_path_for(body)), expected[name])
+    return samples
+
+
+@pytest.fixture(scope="session")
+def samples() -> dict[str, Sample]:
+    return load_samples()
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    yield s
+    s.close()
+
+
+def sample_document(name: str = "json-create-bankaccount") -> dict[str, Any]:
+    """A JSON sample body as a dict, to edit into a variant."""
+    document: dict[str, Any] = json.loads((SAMPLES / f"{name}.body").read_bytes())
+    return document
+
+
+def kv_get(pairs: list[dict[str, Any]], key: str) -> Any:
+    return next(p["value"] for p in pairs if p["key"] == key)
+
+
+def kv_set(pairs: list[dict[str, Any]], key: str, value: Any) -> None:
+    for pair in pairs:
+        if pair["key"] == key:
+            pair["value"] = value
+            return
+    pairs.append({"key": key, "value": value})
+
+
+def kv_del(pairs: list[dict[str, Any]], key: str) -> None:
+    pairs[:] = [p for p in pairs if p["key"] != key]
+
+
+def target_of(document: dict[str, Any]) -> dict[str, Any]:
+    target: dict[str, Any] = kv_get(document["InputParameters"], "Target")
+    return target
+
+
+def reference(logical_name: str, guid: str, name: str | None = None) -> dict[str, Any]:
+    return {
+        "__type": REFERENCE_TYPE,
+        "Id": guid,
+        "KeyAttributes": [],
+        "LogicalName": logical_name,
+        "Name": name,
+        "RowVersion": None,
+    }
+
+
+def image(attributes: dict[str, Any], logical_name: str = "processsession") -> dict[str, Any]:
+    """An entity image (no __type, as Dataverse sends images)."""
+    return {
+        "Attributes": [{"key": k, "value": v} for k, v in attributes.items()],
+        "EntityState": None,
+        "FormattedValues": [],
+        "Id": None,
+        "KeyAttributes": [],
+        "LogicalName": logical_name,
+        "RelatedEntities": [],
+        "RowVersion": None,
+    }
+
+
+def json_message(
+    document: Any,
+    properties: dict[str, str] | None = None,
+    content_type: str = "application/json",
+    **fields: Any,
+) -> InboundMessage:
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return InboundMessage(
+        body=body, content_type=content_type, application_properties=properties or {}, **fields
+    )
+
+
+def copy_document(document: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(document)

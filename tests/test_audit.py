@@ -1,0 +1,100 @@
+"""The audit entry: deterministic entry_id, changes with old and new values, JSON shape."""
+
+from __future__ import annotations
+
+import json
+
+from shared.pipeline import evaluate
+from tests.conftest import (
+    image,
+    json_message,
+    kv_set,
+    reference,
+    sample_document,
+    target_of,
+)
+
+
+def _entry(document, **fields):
+    decision = evaluate(json_message(document, **fields))
+    assert decision.entry is not None, decision
+    return decision.entry
+
+
+def test_redelivery_and_repost_give_the_same_entry_id():
+    document = sample_document()
+    first = _entry(document, message_id="aaa", delivery_count=1)
+    redelivered = _entry(document, message_id="aaa", delivery_count=2)
+    reposted = _entry(document, message_id="bbb", delivery_count=1)
+    assert first.entry_id == redelivered.entry_id == reposted.entry_id
+
+
+def test_two_updates_of_one_session_give_two_entry_ids():
+    document = sample_document("json-update-bankaccount")
+    second = sample_document("json-update-bankaccount")
+    second["OperationId"] = "0d1e2f3a-2b3f-ef11-9f89-000d3a5c2b71"
+    assert _entry(document).entry_id != _entry(second).entry_id
+
+
+def test_entry_id_ignores_guid_case():
+    document = sample_document()
+    upper = sample_document()
+    upper["OperationId"] = upper["OperationId"].upper()
+    assert _entry(document).entry_id == _entry(upper).entry_id
+
+
+def test_changes_hold_new_from_target_and_old_from_pre_image():
+    document = sample_document("json-update-bankaccount")
+    document["PreEntityImages"] = [
+        {
+            "key": "PreImage",
+            "value": image(
+                {
+                    "comments": "first call",
+                    "statuscode": {"__type": "OptionSetValue:x", "Value": 2},
+                    "regardingobjectid": reference(
+                        "sample_bankaccount", "2d6b8f13-6c7d-ef11-bfe3-6045bd0c1a22"
+                    ),
+                }
+            ),
+        }
+    ]
+    document["PreEntityImages"][0]["value"]["FormattedValues"] = [
+        {"key": "statuscode", "value": "In Progress"}
+    ]
+    changes = {c.column: c for c in _entry(document).changes}
+    assert "processsessionid" not in changes
+    assert changes["comments"].old == "first call"
+    assert changes["comments"].new == "Customer identity confirmed by phone."
+    assert changes["statuscode"].old == {"value": 2, "label": "In Progress"}
+    assert changes["statuscode"].new == {"value": 4}
+    assert changes["completedon"].new == "2024-11-27T14:03:10.000Z"
+    assert changes["completedby"].new == {
+        "logical_name": "systemuser",
+        "id": "61aa0b7c-5a6b-ef11-9f89-000d3a5c2b71",
+        "name": None,
+    }
+
+
+def test_money_is_recorded_as_a_decimal_string():
+    document = sample_document()
+    kv_set(target_of(document)["Attributes"], "amount", "MONEY")
+    body = json.dumps(document).replace('"MONEY"', '{"__type":"Money:x","Value":1234.50}')
+    entry = evaluate(json_message(body.encode())).entry
+    assert {c.column: c.new for c in entry.changes}["amount"] == "1234.50"
+
+
+def test_json_shape_is_lower_case_guids_and_utc_iso_dates():
+    document = sample_document()
+    document["OrganizationId"] = document["OrganizationId"].upper()
+    data = _entry(document).to_json_dict()
+    assert data["organization_id"] == "7a2c31f5-8b1e-ef11-9f89-000d3a5c2b71"
+    assert data["operation_created_on"] == "2024-11-26T09:15:42.317Z"
+    assert data["recorded_at"].endswith("Z")
+    assert data["processsession_name"] == "Bank Account Verification"
+    assert [data["depth"], data["stage"], data["mode"]] == [1, 40, 1]
+
+
+def test_broker_metadata_is_recorded():
+    entry = _entry(sample_document(), message_id="m-1", delivery_count=3, sequence_number=77)
+    assert (entry.message_id, entry.delivery_count, entry.sequence_number) == ("m-1", 3, 77)

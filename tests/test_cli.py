@@ -1,0 +1,92 @@
+"""The command line end to end, in a subprocess, against a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import SAMPLES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUDIT_SQLITE_PATH": str(db), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
+    )
+
+
+def test_run_twice_adds_no_entries_the_second_time(tmp_path):
+    db = tmp_path / "audit.sqlite3"
+    first = _cli("run", db=db)
+    assert "3 accepted, 2 rejected, 2 ignored, 2 dead-lettered" in first.stdout
+    assert "5 new entries" in first.stdout
+    assert "holds 5" in first.stdout
+    second = _cli("run", db=db)
+    assert "0 new entries" in second.stdout
+    assert "holds 5" in second.stdout
+
+
+def test_run_accepts_files_and_folders(tmp_path):
+    db = tmp_path / "audit.sqlite3"
+    result = _cli("run", str(SAMPLES / "json-create-bankaccount.body"), db=db)
+    assert "1 accepted, 0 rejected, 0 ignored, 0 dead-lettered" in result.stdout
+    missing = _cli("run", str(tmp_path / "nope"), db=db, check=False)
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
+
+
+def test_entries_reads_the_trail_as_jsonl_and_filters(tmp_path):
+    db = tmp_path / "audit.sqlite3"
+    _cli("run", db=db)
+    lines = _cli("entries", "--format", "jsonl", db=db).stdout.splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert len(entries) == 5
+    assert [e["operation_created_on"] for e in entries] == sorted(
+        e["operation_created_on"] for e in entries
+    )
+    one = _cli(
+        "entries", "--regarding", "8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22", "--format", "jsonl", db=db
+    ).stdout.splitlines()
+    assert [json.loads(x)["processsession_id"] for x in one] == [
+        "1b9e7c4d-2a3f-ef11-9f89-000d3a5c2b71"
+    ]
+    ranged = _cli(
+        "entries", "--since", "2024-11-28", "--until", "2024-12-01", "--format", "jsonl", db=db
+    ).stdout.splitlines()
+    assert len(ranged) == 2
+    table = _cli("entries", db=db).stdout
+    assert "audit trail: 5 entries" in table
+
+
+def test_inspect_finds_the_properties_file_beside_the_body(tmp_path):
+    result = _cli(
+        "inspect", str(SAMPLES / "binary-create-bankaccount.body"), db=tmp_path / "x.sqlite3"
+    )
+    assert json.loads(result.stdout) == {
+        "verdict": "malformed",
+        "reason": "unsupported_content_type",
+        "entry": None,
+    }
+    assert "Message Format to JSON" in result.stderr
+
+
+def test_inspect_without_properties_has_no_content_type(tmp_path):
+    body = tmp_path / "lonely.json"
+    body.write_bytes((SAMPLES / "json-create-bankaccount.body").read_bytes())
+    result = _cli("inspect", str(body), db=tmp_path / "x.sqlite3")
+    assert json.loads(result.stdout)["reason"] == "unsupported_content_type"
+    forced = _cli(
+        "inspect", str(body), "--content-type", "application/json", db=tmp_path / "x.sqlite3"
+    )
+    assert json.loads(forced.stdout)["verdict"] == "accepted"

@@ -1,0 +1,184 @@
+"""The Functions app: registered triggers and bindings, and settlement of each outcome.
+
+``ServiceBusMessageActions`` talks gRPC to the Functions host and cannot work outside it (the
+host cannot run on this machine), so settlement is checked with a recording stand-in that has
+the same three methods. Messages are real ``azure.servicebus.ServiceBusReceivedMessage``s.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from azure.servicebus import ServiceBusReceivedMessage
+from azure.servicebus._pyamqp.message import Message, Properties  # private: SDK pinned <8
+
+import functions.process_session as process_session
+from function_app import app
+from functions.settlement import MAX_DESCRIPTION
+from shared.pipeline import Pipeline
+from tests.pipeline_doubles import FlakyStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class RecordingActions:
+    """Stand-in for ServiceBusMessageActions: records each settlement call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None, str | None, str | None]] = []
+
+    def complete(self, message) -> None:
+        self.calls.append(("complete", message.message_id, None, None))
+
+    def abandon(self, message) -> None:
+        self.calls.append(("abandon", message.message_id, None, None))
+
+    def deadletter(self, message, deadletter_reason=None, deadletter_error_description=None):
+        self.calls.append(
+            ("deadletter", message.message_id, deadletter_reason, deadletter_error_description)
+        )
+
+
+def _sdk_message(sample) -> ServiceBusReceivedMessage:
+    m = sample.message
+    return ServiceBusReceivedMessage(
+        Message(
+            data=[m.body],
+            application_properties={
+                k.encode(): v.encode() for k, v in m.application_properties.items()
+            },
+            properties=Properties(
+                message_id=m.message_id,
+                content_type=m.content_type,
+                correlation_id=m.correlation_id,
+            ),
+        ),
+        receiver=None,
+    )
+
+
+@pytest.fixture
+def wired(store, monkeypatch):
+    """The triggers' pipeline, pointed at a test store."""
+    flaky = FlakyStore(store)
+    monkeypatch.setattr(process_session, "pipeline", lambda: Pipeline(flaky))
+    return flaky
+
+
+def test_registered_functions_and_their_bindings():
+    functions = {
+        f.get_function_name(): json.loads(f.get_function_json()) for f in app.get_functions()
+    }
+    assert set(functions) == {"process_session_queue", "process_session_topic"}
+    queue = functions["process_session_queue"]["bindings"]
+    topic = functions["process_session_topic"]["bindings"]
+    assert queue == [
+        {
+            "direction": "IN",
+            "type": "serviceBusTrigger",
+            "name": "message",
+            "connection": "ServiceBusConnection",
+            "queueName": "%PROCESS_SESSION_QUEUE%",
+            "autoCompleteMessages": False,
+        }
+    ]
+    assert topic == [
+        {
+            "direction": "IN",
+            "type": "serviceBusTrigger",
+            "name": "message",
+            "connection": "ServiceBusConnection",
+            "topicName": "%PROCESS_SESSION_TOPIC%",
+            "subscriptionName": "%PROCESS_SESSION_SUBSCRIPTION%",
+            "autoCompleteMessages": False,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "trigger", [process_session.process_session_queue, process_session.process_session_topic]
+)
+def test_each_sample_is_settled_by_its_outcome(trigger, wired, samples, store):
+    actions = RecordingActions()
+    for sample in samples.values():
+        trigger(_sdk_message(sample), actions)
+    by_id = {call[1]: call for call in actions.calls}
+    kinds = {name: by_id[s.message.message_id][0] for name, s in samples.items()}
+    assert kinds == {
+        "binary-create-bankaccount": "deadletter",
+        "json-create-account": "complete",
+        "json-create-bankaccount": "complete",
+        "json-delete": "complete",
+        "json-other-entity": "complete",
+        "json-update-bankaccount": "complete",
+        "json-update-no-regarding": "complete",
+        "malformed-truncated": "deadletter",
+        "xml-create-bankaccount": "complete",
+    }
+    binary = by_id[samples["binary-create-bankaccount"].message.message_id]
+    assert binary[2] == "unsupported_content_type"
+    assert "Message Format to JSON" in binary[3]
+    assert len(binary[3]) <= MAX_DESCRIPTION
+    assert store.count() == 5
+
+
+def test_store_outage_abandons_and_never_completes(wired, samples, store):
+    wired.down = True
+    actions = RecordingActions()
+    sample = samples["json-create-bankaccount"]
+    process_session.process_session_queue(_sdk_message(sample), actions)
+    assert [c[0] for c in actions.calls] == ["abandon"]
+    wired.down = False
+    process_session.process_session_queue(_sdk_message(sample), actions)
+    assert [c[0] for c in actions.calls] == ["abandon", "complete"]
+    assert store.count() == 1
+
+
+def test_failed_settlement_does_not_stop_the_others(wired, samples):
+    class LostLock(RecordingActions):
+        def complete(self, message) -> None:
+            raise RuntimeError("lock lost")
+
+    actions = LostLock()
+    process_session.process_session_queue(_sdk_message(samples["malformed-truncated"]), actions)
+    process_session.process_session_queue(_sdk_message(samples["json-delete"]), actions)
+    assert [c[0] for c in actions.calls] == ["deadletter"]
+
+
+def test_nothing_under_shared_imports_azure_functions():
+    offenders = []
+    for path in (ROOT / "shared").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.name}: {n}"
+                for n in names
+                if n.startswith(("azure.functions", "azurefunctions"))
+            ]
+    assert offenders == []
+
+
+def test_importing_the_app_reads_no_settings_and_opens_no_store(tmp_path):
+    db = tmp_path / "never.sqlite3"
+    env = {**os.environ, "AUDIT_SQLITE_PATH": str(db), "AUDIT_STORE": "not-a-store"}
+    subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    assert not db.exists()
