@@ -81,11 +81,9 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class ReceivedMessageLike(Protocol):
-    """The part of ``azure.servicebus.ServiceBusReceivedMessage`` this service reads."""
+class BrokeredMessageLike(Protocol):
+    """The metadata both Service Bus message types (SDK and Functions binding) expose."""
 
-    @property
-    def body(self) -> Any: ...
     @property
     def content_type(self) -> str | None: ...
     @property
@@ -100,6 +98,19 @@ class ReceivedMessageLike(Protocol):
     def sequence_number(self) -> int | None: ...
     @property
     def enqueued_time_utc(self) -> datetime | None: ...
+
+
+class ReceivedMessageLike(BrokeredMessageLike, Protocol):
+    """``azure.servicebus.ServiceBusReceivedMessage``: the body is a generator of sections."""
+
+    @property
+    def body(self) -> Any: ...
+
+
+class FunctionsMessageLike(BrokeredMessageLike, Protocol):
+    """``azure.functions.ServiceBusMessage``: the body comes from ``get_body()``."""
+
+    def get_body(self) -> bytes: ...
 
 
 def _data_body(raw: object) -> bytes:
@@ -118,14 +129,9 @@ def _data_body(raw: object) -> bytes:
     )
 
 
-def from_received_message(message: ReceivedMessageLike) -> InboundMessage:
-    """Adapt an azure-servicebus message (SDK receiver or the Functions SDK-type binding).
-
-    Its ``body`` is a generator of data sections and its application properties have bytes
-    keys and values; both are normalised here.
-    """
+def _from_brokered(body: bytes, message: BrokeredMessageLike) -> InboundMessage:
     return InboundMessage(
-        body=_data_body(message.body),
+        body=body,
         content_type=_text_or_none(message.content_type),
         message_id=_text_or_none(message.message_id),
         correlation_id=_text_or_none(message.correlation_id),
@@ -136,38 +142,17 @@ def from_received_message(message: ReceivedMessageLike) -> InboundMessage:
     )
 
 
-class FunctionsMessageLike(Protocol):
-    """The part of ``azure.functions.ServiceBusMessage`` this service reads."""
+def from_received_message(message: ReceivedMessageLike) -> InboundMessage:
+    """Adapt an azure-servicebus message (SDK receiver or the Functions SDK-type binding).
 
-    def get_body(self) -> bytes: ...
-    @property
-    def content_type(self) -> str | None: ...
-    @property
-    def message_id(self) -> str | None: ...
-    @property
-    def correlation_id(self) -> str | None: ...
-    @property
-    def application_properties(self) -> Mapping[str, Any]: ...
-    @property
-    def delivery_count(self) -> int | None: ...
-    @property
-    def sequence_number(self) -> int | None: ...
-    @property
-    def enqueued_time_utc(self) -> datetime | None: ...
+    Its application properties have bytes keys and values; they are normalised to str.
+    """
+    return _from_brokered(_data_body(message.body), message)
 
 
 def from_functions_message(message: FunctionsMessageLike) -> InboundMessage:
     """Adapt the classic ``func.ServiceBusMessage`` binding (str-keyed properties)."""
-    return InboundMessage(
-        body=message.get_body(),
-        content_type=_text_or_none(message.content_type),
-        message_id=_text_or_none(message.message_id),
-        correlation_id=_text_or_none(message.correlation_id),
-        application_properties=normalize_properties(message.application_properties),
-        delivery_count=message.delivery_count,
-        sequence_number=message.sequence_number,
-        enqueued_time=_aware(message.enqueued_time_utc),
-    )
+    return _from_brokered(message.get_body(), message)
 
 
 def properties_path_for(body_path: Path) -> Path:
