@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint unit samples clean
+NODE_STAMP := node_modules/.package-lock.json
+
+.PHONY: install install-node run test lint unit samples clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed (azure-functions 1.x)")'
@@ -15,6 +17,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@touch $@
 
 install: $(STAMP)
+
+# Azurite (Table Storage emulator) for the tests, pinned in package-lock.json, into ./node_modules
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 20) is needed for Azurite, used by the Table store tests"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install-node: $(NODE_STAMP)
 
 ## run: process the bundled samples into the SQLite store and show the audit trail
 run: install
@@ -29,7 +39,7 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
 
-unit: install
+unit: install install-node
 	$(PY) -m pytest
 
 ## samples: compare `inspect` with the team's published expectations (needs ../shared)
@@ -37,4 +47,4 @@ samples: install
 	$(PY) ../shared/tools/check_samples.py --python $(PY) samples
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -6,25 +6,15 @@ Disable the trigger you do not use with ``AzureWebJobs.<name>.Disabled=true``.
 
 from __future__ import annotations
 
-import functools
-
 import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
+from functions import runtime
 from functions.settlement import process_and_settle
-from shared.bootstrap import build_pipeline
-from shared.pipeline import Pipeline
-from shared.settings import load_settings
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 CONNECTION = "ServiceBusConnection"
-
-
-@functools.cache
-def pipeline() -> Pipeline:
-    """Built on the first invocation and reused: nothing is read or opened at import time."""
-    return build_pipeline(load_settings())
 
 
 @bp.function_name("process_session_queue")
@@ -39,7 +29,7 @@ def process_session_queue(
     message_actions: servicebus.ServiceBusMessageActions,
 ) -> None:
     """Audit one message from the queue and settle it explicitly."""
-    process_and_settle([message], message_actions, pipeline)
+    process_and_settle([message], message_actions, runtime.pipeline)
 
 
 @bp.function_name("process_session_topic")
@@ -55,4 +45,4 @@ def process_session_topic(
     message_actions: servicebus.ServiceBusMessageActions,
 ) -> None:
     """Audit one message from the topic subscription and settle it explicitly."""
-    process_and_settle([message], message_actions, pipeline)
+    process_and_settle([message], message_actions, runtime.pipeline)

@@ -12,9 +12,10 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -22,9 +23,10 @@ from rich.table import Table
 
 from shared.audit import AuditEntry
 from shared.envelope import InboundMessage, from_files, properties_path_for
+from shared.errors import ServiceError
 from shared.pipeline import Outcome, Pipeline, Policy, evaluate
-from shared.settings import Settings, load_settings
-from shared.stores import AuditStore, build_store
+from shared.settings import Settings, StoreKind, load_settings
+from shared.stores import AuditStore, all_pages, build_store
 from shared.verdicts import Settlement, Verdict
 
 BUNDLED_SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -115,7 +117,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _store_label(settings: Settings) -> str:
-    return f"{settings.audit_store.value} {settings.audit_sqlite_path}"
+    if settings.audit_store is StoreKind.TABLE:
+        return f"table {settings.audit_table_name}"
+    return f"sqlite {settings.audit_sqlite_path}"
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,32 +151,65 @@ def _parse_time(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def read_entries(store: AuditStore, args: argparse.Namespace) -> list[AuditEntry]:
-    """The entries the filters select (regarding, session, time range)."""
-    if args.regarding:
-        entries = store.by_regarding(args.regarding)
-    elif args.session:
-        entries = store.by_session(args.session)
+EXPORT_PAGE_SIZE = 500
+
+
+def iter_entries(
+    store: AuditStore,
+    *,
+    regarding: str | None = None,
+    session: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[AuditEntry]:
+    """The entries the filters select, streamed page by page (memory stays flat)."""
+    if regarding:
+        pages = all_pages(
+            lambda c: store.by_regarding(regarding, limit=EXPORT_PAGE_SIZE, continuation=c)
+        )
+    elif session:
+        pages = all_pages(
+            lambda c: store.by_session(session, limit=EXPORT_PAGE_SIZE, continuation=c)
+        )
     else:
-        entries = store.in_range(args.since, args.until)
-    return [
-        e
-        for e in entries
-        if (args.since is None or e.operation_created_on >= args.since)
-        and (args.until is None or e.operation_created_on < args.until)
-    ]
+        pages = all_pages(
+            lambda c: store.in_range(since, until, limit=EXPORT_PAGE_SIZE, continuation=c)
+        )
+    for entry in pages:
+        if (since is None or entry.operation_created_on >= since) and (
+            until is None or entry.operation_created_on < until
+        ):
+            yield entry
+
+
+def write_jsonl(entries: Iterable[AuditEntry], out: TextIO) -> int:
+    """One JSON entry per line; returns how many were written."""
+    count = 0
+    for entry in entries:
+        out.write(entry.model_dump_json() + "\n")
+        count += 1
+    return count
+
+
+def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntry]:
+    return iter_entries(
+        store,
+        regarding=getattr(args, "regarding", None),
+        session=getattr(args, "session", None),
+        since=args.since,
+        until=args.until,
+    )
 
 
 def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
     store = build_store(settings)
     try:
-        entries = read_entries(store, args)
+        if args.format == "jsonl":
+            write_jsonl(_selected(store, args), sys.stdout)
+            return 0
+        entries = list(_selected(store, args))
     finally:
         store.close()
-    if args.format == "jsonl":
-        for entry in entries:
-            print(entry.model_dump_json())
-        return 0
     table = Table(title=f"audit trail: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
     for column in (
         "when (UTC)",
@@ -195,6 +232,23 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
             _columns_summary([c.column for c in e.changes]),
         )
     _console().print(table)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    store = build_store(settings)
+    try:
+        if args.output is None:
+            count = write_jsonl(_selected(store, args), sys.stdout)
+        else:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            partial = args.output.with_name(args.output.name + ".partial")
+            with partial.open("w", encoding="utf-8") as out:
+                count = write_jsonl(_selected(store, args), out)
+            partial.replace(args.output)  # a failed export never leaves a file that looks whole
+    finally:
+        store.close()
+    print(f"exported {count} entries", file=sys.stderr)
     return 0
 
 
@@ -239,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     entries.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
     entries.add_argument("--format", choices=("table", "jsonl"), default="table")
     entries.set_defaults(handler=cmd_entries)
+
+    export = commands.add_parser("export", help="stream the audit trail as JSON lines")
+    export.add_argument("--format", choices=("jsonl",), default="jsonl")
+    export.add_argument("--since", type=_parse_time, help="ISO-8601, inclusive")
+    export.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
+    export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    export.set_defaults(handler=cmd_export)
     return parser
 
 
@@ -259,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ServiceError as exc:  # e.g. the store is unreachable: say so, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

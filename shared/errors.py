@@ -2,6 +2,7 @@
 
     ServiceError                 base of everything this service raises on purpose
     ├── MalformedMessage         permanent: dead-letter the message with ``reason`` + description
+    ├── StoreRejected            permanent: the store refuses one entry for good; dead-letter it
     └── TransientError           retry: do not settle, the broker redelivers the message
         └── StoreUnavailable     the audit store could not durably write or read
 
@@ -23,6 +24,15 @@ class MalformedMessage(ServiceError):
     def __init__(self, reason: Reason, description: str) -> None:
         super().__init__(f"{reason.value}: {description}")
         self.reason = reason
+        self.description = description
+
+
+class StoreRejected(ServiceError):
+    """Raised when the audit store refuses one entry in a way no retry can fix."""
+
+    def __init__(self, entry_id: str, description: str) -> None:
+        super().__init__(f"entry {entry_id} rejected by the audit store: {description}")
+        self.entry_id = entry_id
         self.description = description
 
 

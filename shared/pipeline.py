@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
 from shared.audit import AuditEntry, build_entry
 from shared.dataverse import Limits, RemoteExecutionContext, decode
 from shared.envelope import InboundMessage
-from shared.errors import MalformedMessage
+from shared.errors import MalformedMessage, StoreRejected
 from shared.rules import judge
 from shared.settings import Settings
 from shared.stores.base import AuditStore
@@ -58,12 +58,13 @@ class Outcome:
     message: InboundMessage
     decision: Decision
     settlement: Settlement
-    description: str | None = field(default=None)
+    description: str | None = None
+    settlement_reason: Reason | None = None
 
     @property
     def dead_letter_reason(self) -> str:
-        """The DLQ reason code (DeadLetterReason)."""
-        return (self.decision.reason or Reason.INTERNAL_ERROR).value
+        """The DLQ reason code (DeadLetterReason): the store's, else the decision's."""
+        return (self.settlement_reason or self.decision.reason or Reason.INTERNAL_ERROR).value
 
 
 def _now() -> datetime:
@@ -128,30 +129,57 @@ class Pipeline:
 
     def handle(self, messages: Sequence[InboundMessage]) -> list[Outcome]:
         """Decide every message, store all entries in one write, and settle each by its own
-        outcome; if the write fails, every message with an entry is retried."""
+        outcome: an entry the store could not take is retried, one it refuses for good is
+        dead-lettered; messages without an entry never wait on the store."""
         decisions = [evaluate(m, self.policy, self.clock) for m in messages]
-        entries = [d.entry for d in decisions if d.entry is not None]
-        store_failure: str | None = None
-        if entries:
-            try:
-                self.store.write(entries)
-            except Exception as exc:  # noqa: BLE001 - any failure: the entry is not stored
-                store_failure = f"audit store write failed ({type(exc).__name__}): {exc}"
-                log.warning("%s; %d message(s) will be redelivered", store_failure, len(entries))
+        failures = self._store([d.entry for d in decisions if d.entry is not None])
         outcomes = [
-            self._settle(m, d, store_failure) for m, d in zip(messages, decisions, strict=True)
+            failures.get(d.entry.entry_id, _ok)(m, d) if d.entry else _ok(m, d)
+            for m, d in zip(messages, decisions, strict=True)
         ]
         for outcome in outcomes:
             _log_outcome(outcome)
         return outcomes
 
-    @staticmethod
-    def _settle(message: InboundMessage, decision: Decision, store_failure: str | None) -> Outcome:
-        if decision.entry is not None and store_failure is not None:
-            return Outcome(message, decision, Settlement.RETRY, store_failure)
-        if decision.verdict is Verdict.MALFORMED:
-            return Outcome(message, decision, Settlement.DEAD_LETTER, decision.description)
-        return Outcome(message, decision, Settlement.COMPLETE, decision.description)
+    def _store(self, entries: list[AuditEntry]) -> dict[str, _Settler]:
+        """Write the batch; return how to settle each entry that was not stored."""
+        if not entries:
+            return {}
+        try:
+            self.store.write(entries)
+            return {}
+        except StoreRejected:
+            pass  # find which entry the store refuses: write them one by one
+        except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
+            return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
+        failures: dict[str, _Settler] = {}
+        for entry in entries:
+            try:
+                self.store.write([entry])
+            except StoreRejected as exc:
+                failures[entry.entry_id] = _rejected(exc)
+            except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
+                failures[entry.entry_id] = _retry(exc, 1)
+        return failures
+
+
+_Settler = Callable[[InboundMessage, Decision], Outcome]
+
+
+def _ok(message: InboundMessage, decision: Decision) -> Outcome:
+    if decision.verdict is Verdict.MALFORMED:
+        return Outcome(message, decision, Settlement.DEAD_LETTER, decision.description)
+    return Outcome(message, decision, Settlement.COMPLETE, decision.description)
+
+
+def _retry(exc: Exception, count: int) -> _Settler:
+    description = f"audit store write failed ({type(exc).__name__}): {exc}"
+    log.warning("%s; %d message(s) will be redelivered", description, count)
+    return lambda m, d: Outcome(m, d, Settlement.RETRY, description, Reason.STORE_UNAVAILABLE)
+
+
+def _rejected(exc: StoreRejected) -> _Settler:
+    return lambda m, d: Outcome(m, d, Settlement.DEAD_LETTER, str(exc), Reason.STORE_REJECTED)
 
 
 def _log_outcome(outcome: Outcome) -> None:

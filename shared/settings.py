@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Service Bus Standard accepts at most 256 KiB per message; anything larger is hostile.
@@ -24,6 +24,7 @@ class StoreKind(StrEnum):
     """Which audit store implementation to use."""
 
     SQLITE = "sqlite"
+    TABLE = "table"
 
 
 class Settings(BaseSettings):
@@ -31,9 +32,23 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    audit_store: StoreKind = Field(StoreKind.SQLITE, description="AUDIT_STORE: sqlite")
+    audit_store: StoreKind = Field(StoreKind.SQLITE, description="AUDIT_STORE: sqlite | table")
     audit_sqlite_path: Path = Field(
         Path(".data/audit.sqlite3"), description="AUDIT_SQLITE_PATH: SQLite file of the trail"
+    )
+    audit_table_name: str = Field(
+        "processsessionaudit",
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+        description="AUDIT_TABLE_NAME: the Azure Table holding the trail",
+    )
+    audit_table_endpoint: str | None = Field(
+        None,
+        description="AUDIT_TABLE_ENDPOINT: https://<account>.table.core.windows.net "
+        "(managed identity via DefaultAzureCredential; the production default)",
+    )
+    audit_table_connection_string: SecretStr | None = Field(
+        None,
+        description="AUDIT_TABLE_CONNECTION_STRING: for Azurite / development only",
     )
     allowed_organization_ids: Annotated[frozenset[UUID], NoDecode] = Field(
         frozenset(),

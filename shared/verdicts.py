@@ -44,5 +44,6 @@ class Reason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     UNTRUSTED_ORGANIZATION = "untrusted_organization"
     INTERNAL_ERROR = "internal_error"
+    STORE_REJECTED = "store_rejected"
     # retried (not settled)
     STORE_UNAVAILABLE = "store_unavailable"

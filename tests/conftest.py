@@ -115,3 +115,39 @@ def json_message(
 
 def copy_document(document: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(document)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """One in-memory Azurite for the session; each test uses its own table."""
+    from tests.azurite import Azurite
+
+    server = Azurite(tmp_path_factory.mktemp("azurite"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def table_store(connection_string: str, **options: Any):
+    """A TableAuditStore on a fresh, uniquely named table."""
+    import uuid
+
+    from shared.stores.table import TableAuditStore
+
+    return TableAuditStore(
+        f"audit{uuid.uuid4().hex[:16]}", connection_string=connection_string, **options
+    )
+
+
+@pytest.fixture(params=["sqlite", "table"])
+def any_store(request, tmp_path):
+    """The same contract, against every AuditStore implementation (real servers only)."""
+    if request.param == "sqlite":
+        s = SqliteAuditStore(tmp_path / "audit.sqlite3")
+        yield s
+        s.close()
+    else:
+        s = table_store(request.getfixturevalue("azurite").connection_string)
+        yield s
+        s.delete_table()
+        s.close()

@@ -90,3 +90,62 @@ def test_inspect_without_properties_has_no_content_type(tmp_path):
         "inspect", str(body), "--content-type", "application/json", db=tmp_path / "x.sqlite3"
     )
     assert json.loads(forced.stdout)["verdict"] == "accepted"
+
+
+def test_export_streams_the_trail_to_a_file(tmp_path):
+    db = tmp_path / "audit.sqlite3"
+    _cli("run", db=db)
+    out = tmp_path / "exports" / "trail.jsonl"
+    result = _cli("export", "--output", str(out), "--since", "2024-11-27T00:00:00Z", db=db)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4
+    assert "exported 4 entries" in result.stderr
+    assert not out.with_name("trail.jsonl.partial").exists()
+
+
+def test_table_store_from_the_command_line(azurite, tmp_path):
+    env_store = {
+        "AUDIT_STORE": "table",
+        "AUDIT_TABLE_NAME": "cli" + os.urandom(6).hex(),
+        "AUDIT_TABLE_CONNECTION_STRING": azurite.connection_string,
+    }
+    env = {**os.environ, **env_store, "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+    first = cli("run")
+    assert "5 new entries; the store (table " in first.stdout
+    assert "holds 5" in cli("run").stdout
+    exported = cli("export").stdout.splitlines()
+    assert len(exported) == 5
+    assert azurite.connection_string not in first.stdout + first.stderr
+
+
+def test_unreachable_store_is_a_clear_error_not_a_traceback(tmp_path):
+    env = {
+        **os.environ,
+        "AUDIT_STORE": "table",
+        "AUDIT_TABLE_CONNECTION_STRING": "DefaultEndpointsProtocol=http;AccountName=a;"
+        "AccountKey=c2VjcmV0LWtleS1mb3ItdGVzdHM=;TableEndpoint=http://127.0.0.1:9/a;",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "entries"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "error: Table Storage opening table" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "c2VjcmV0LWtleS1mb3ItdGVzdHM=" not in result.stderr + result.stdout

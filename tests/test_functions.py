@@ -20,6 +20,7 @@ from azure.servicebus._pyamqp.message import Message, Properties  # private: SDK
 
 import functions.process_session as process_session
 from function_app import app
+from functions import runtime
 from functions.settlement import MAX_DESCRIPTION
 from shared.pipeline import Pipeline
 from tests.pipeline_doubles import FlakyStore
@@ -67,7 +68,7 @@ def _sdk_message(sample) -> ServiceBusReceivedMessage:
 def wired(store, monkeypatch):
     """The triggers' pipeline, pointed at a test store."""
     flaky = FlakyStore(store)
-    monkeypatch.setattr(process_session, "pipeline", lambda: Pipeline(flaky))
+    monkeypatch.setattr(runtime, "pipeline", lambda: Pipeline(flaky))
     return flaky
 
 
@@ -75,7 +76,12 @@ def test_registered_functions_and_their_bindings():
     functions = {
         f.get_function_name(): json.loads(f.get_function_json()) for f in app.get_functions()
     }
-    assert set(functions) == {"process_session_queue", "process_session_topic"}
+    assert set(functions) == {
+        "process_session_queue",
+        "process_session_topic",
+        "bankaccount_audit",
+        "processsession_audit",
+    }
     queue = functions["process_session_queue"]["bindings"]
     topic = functions["process_session_topic"]["bindings"]
     assert queue == [

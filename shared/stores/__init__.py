@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared.settings import Settings, StoreKind
-from shared.stores.base import AuditStore
+from shared.stores.base import AuditStore, Page, all_pages
 
 
 def build_store(settings: Settings) -> AuditStore:
@@ -12,7 +12,16 @@ def build_store(settings: Settings) -> AuditStore:
         from shared.stores.sqlite import SqliteAuditStore
 
         return SqliteAuditStore(settings.audit_sqlite_path)
+    if settings.audit_store is StoreKind.TABLE:
+        from shared.stores.table import TableAuditStore
+
+        secret = settings.audit_table_connection_string
+        return TableAuditStore(
+            settings.audit_table_name,
+            connection_string=secret.get_secret_value() if secret else None,
+            endpoint=settings.audit_table_endpoint,
+        )
     raise ValueError(f"unknown AUDIT_STORE {settings.audit_store!r}")  # pragma: no cover
 
 
-__all__ = ["AuditStore", "build_store"]
+__all__ = ["AuditStore", "Page", "all_pages", "build_store"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shared.audit import AuditEntry, iso_utc
 from shared.errors import StoreUnavailable
+from shared.stores.base import Page, decode_continuation, encode_continuation, normalize_id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_entries (
@@ -94,34 +95,61 @@ class SqliteAuditStore:
                 raise
             return db.total_changes - before
 
-    def _select(self, where: str, params: Sequence[object]) -> list[AuditEntry]:
+    def _select(
+        self, clauses: list[str], params: list[object], limit: int | None, continuation: str | None
+    ) -> Page:
+        clauses, params = list(clauses), list(params)
+        if continuation is not None:
+            position = decode_continuation(continuation)
+            if not (isinstance(position, list) and len(position) == 2):
+                raise ValueError("invalid continuation token")
+            clauses.append("(operation_created_on, entry_id) > (?, ?)")
+            params.extend(str(p) for p in position)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        # the clauses are fixed text from this module; every value is a bound parameter
+        sql = f"SELECT operation_created_on, entry_id, entry FROM audit_entries {where}{_ORDER}"  # noqa: S608
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit + 1)  # one more tells whether another page exists
         with self._guard("read") as db:
-            rows = db.execute(
-                f"SELECT entry FROM audit_entries {where}{_ORDER}",  # noqa: S608 - fixed clauses
-                params,
-            ).fetchall()
-        return [AuditEntry.model_validate_json(row[0]) for row in rows]
+            rows = db.execute(sql, params).fetchall()
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if more else rows
+        token = encode_continuation([rows[-1][0], rows[-1][1]]) if more else None
+        return Page([AuditEntry.model_validate_json(row[2]) for row in rows], token)
 
-    def by_regarding(self, regarding_id: str) -> list[AuditEntry]:
+    def by_regarding(
+        self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None
+    ) -> Page:
         """The trail of one regarding record, in time order."""
-        return self._select("WHERE regarding_id = ?", [regarding_id.lower().strip("{}")])
+        return self._select(["regarding_id = ?"], [normalize_id(regarding_id)], limit, continuation)
 
-    def by_session(self, processsession_id: str) -> list[AuditEntry]:
+    def by_session(
+        self, processsession_id: str, *, limit: int | None = None, continuation: str | None = None
+    ) -> Page:
         """All entries of one dialog session, in time order."""
-        return self._select("WHERE processsession_id = ?", [processsession_id.lower().strip("{}")])
+        return self._select(
+            ["processsession_id = ?"], [normalize_id(processsession_id)], limit, continuation
+        )
 
     def in_range(
-        self, start: datetime | None = None, end: datetime | None = None
-    ) -> list[AuditEntry]:
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        limit: int | None = None,
+        continuation: str | None = None,
+    ) -> Page:
         """Entries with ``start <= operation_created_on < end``."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if start is not None:
             clauses.append("operation_created_on >= ?")
             params.append(iso_utc(start))
         if end is not None:
             clauses.append("operation_created_on < ?")
             params.append(iso_utc(end))
-        return self._select(("WHERE " + " AND ".join(clauses)) if clauses else "", params)
+        return self._select(clauses, params, limit, continuation)
 
     def count(self) -> int:
         """How many entries the store holds."""

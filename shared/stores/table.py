@@ -1,0 +1,295 @@
+"""Azure Table Storage audit store (``AUDIT_STORE=table``): the audit trail in Azure.
+
+Table design (one table, ``AUDIT_TABLE_NAME``). Each entry is written as three full copies,
+one per read it must serve with a single-partition (or partition-range) query:
+
+    view        PartitionKey                  RowKey
+    regarding   regarding|<regarding id|none>  <operation_created_on>|<entry_id>
+    session     session|<processsession id>    <operation_created_on>|<entry_id>
+    time        day|<YYYY-MM-DD>               <operation_created_on>|<entry_id>
+
+``operation_created_on`` is fixed-width UTC ISO-8601, so RowKeys sort by time, then entry id.
+The entry itself is JSON in ``entry_0..entry_<n-1>`` (``entry_chunks`` = n), each at most
+15,000 characters so that even all-astral text stays under the 64 KiB string limit; nothing is
+cut. An entry too large for the 1 MiB entity limit is refused (``StoreRejected``), never cut.
+
+Writes create, never replace: an entity that exists already is left as it is, so rewriting an
+``entry_id`` changes nothing. Entities of one partition go in entity transactions of at most
+100 operations (and well under the 4 MiB payload limit). A transaction that meets an existing
+entity is redone entity by entity, skipping those that exist. If a write fails between
+partitions, some views hold the entry and others not yet; the message is not completed, and
+its redelivery writes the rest.
+
+Connect with a connection string (Azurite, development) or, in Azure, with the account's
+table endpoint and ``DefaultAzureCredential`` (managed identity; the identity needs *Storage
+Table Data Contributor*). The SDK is imported only when this store is selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+)
+from azure.data.tables import TableClient, TableServiceClient
+
+from shared.audit import AuditEntry, iso_utc
+from shared.errors import StoreRejected, StoreUnavailable
+from shared.stores.base import Page, decode_continuation, encode_continuation, normalize_id
+
+CHUNK_CHARS = 15_000
+MAX_ENTRY_UTF16_BYTES = 900_000
+MAX_TRANSACTION_OPERATIONS = 100
+MAX_TRANSACTION_BYTES = 3_000_000
+# 404: the table is gone (deleted, or a fresh emulator); it is recreated and the write retried.
+_TRANSIENT_STATUS = {404, 408, 429}
+
+
+def _unavailable(action: str, exc: Exception) -> StoreUnavailable:
+    """A transient store error that says what failed, without any secret."""
+    if isinstance(exc, ClientAuthenticationError):
+        hint = " (check the credential and the Storage Table Data Contributor role)"
+    else:
+        hint = ""
+    status = getattr(exc, "status_code", None)
+    detail = f"HTTP {status}" if status else type(exc).__name__
+    return StoreUnavailable(f"Table Storage {action} failed: {detail}{hint}")
+
+
+def _is_permanent(exc: AzureError) -> bool:
+    status = getattr(exc, "status_code", None)
+    return (
+        isinstance(exc, HttpResponseError)
+        and not isinstance(exc, ClientAuthenticationError)
+        and status is not None
+        and 400 <= status < 500
+        and status not in _TRANSIENT_STATUS
+    )
+
+
+def row_key(entry: AuditEntry) -> str:
+    """``<operation_created_on>|<entry_id>``: time order, then a stable tie-break."""
+    return f"{iso_utc(entry.operation_created_on)}|{entry.entry_id}"
+
+
+def partition_keys(entry: AuditEntry) -> list[str]:
+    """The three views' partitions of one entry (time view last: it is the count's source)."""
+    return [
+        f"regarding|{entry.regarding_id or 'none'}",
+        f"session|{entry.processsession_id}",
+        f"day|{entry.operation_created_on.astimezone(UTC):%Y-%m-%d}",
+    ]
+
+
+def to_entities(entry: AuditEntry) -> list[dict[str, Any]]:
+    """The three entities of one entry (same properties, three keys)."""
+    document = entry.model_dump_json()
+    chunks = [document[i : i + CHUNK_CHARS] for i in range(0, len(document), CHUNK_CHARS)]
+    size = sum(len(chunk.encode("utf-16-le")) for chunk in chunks)
+    if size > MAX_ENTRY_UTF16_BYTES:
+        raise StoreRejected(
+            entry.entry_id,
+            f"entry is {size:,} bytes as UTF-16, over Table Storage's 1 MiB entity limit",
+        )
+    properties: dict[str, Any] = {
+        "entry_id": entry.entry_id,
+        "verdict": entry.verdict.value,
+        "reason": entry.reason.value if entry.reason else "",
+        "message_name": entry.message_name,
+        "processsession_id": entry.processsession_id,
+        "regarding_id": entry.regarding_id or "",
+        "operation_created_on": entry.operation_created_on,
+        "entry_chunks": len(chunks),
+        **{f"entry_{i}": chunk for i, chunk in enumerate(chunks)},
+    }
+    key = row_key(entry)
+    return [{"PartitionKey": pk, "RowKey": key, **properties} for pk in partition_keys(entry)]
+
+
+def from_entity(entity: dict[str, Any]) -> AuditEntry:
+    """The entry held by one entity."""
+    document = "".join(entity[f"entry_{i}"] for i in range(int(entity["entry_chunks"])))
+    return AuditEntry.model_validate_json(document)
+
+
+def _transactions(entities: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Entities grouped by partition, then cut to the transaction limits."""
+    entities = sorted(entities, key=lambda e: (e["PartitionKey"], e["RowKey"]))
+    for _, group in groupby(entities, key=lambda e: e["PartitionKey"]):
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for entity in group:
+            weight = sum(len(str(v)) * 2 for v in entity.values()) + 1_000
+            if batch and (
+                len(batch) == MAX_TRANSACTION_OPERATIONS or size + weight > MAX_TRANSACTION_BYTES
+            ):
+                yield batch
+                batch, size = [], 0
+            batch.append(entity)
+            size += weight
+        if batch:
+            yield batch
+
+
+class TableAuditStore:
+    """AuditStore on one Azure Table (see the module docstring for the design)."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        connection_string: str | None = None,
+        endpoint: str | None = None,
+        **client_options: Any,
+    ) -> None:
+        try:
+            if connection_string:
+                service = TableServiceClient.from_connection_string(
+                    connection_string, **client_options
+                )
+            elif endpoint:
+                from azure.identity import DefaultAzureCredential
+
+                service = TableServiceClient(
+                    endpoint, credential=DefaultAzureCredential(), **client_options
+                )
+            else:
+                raise ValueError(
+                    "the table store needs AUDIT_TABLE_ENDPOINT (managed identity) or "
+                    "AUDIT_TABLE_CONNECTION_STRING"
+                )
+            self._service = service
+            self.table_name = table_name
+            self._table: TableClient = service.create_table_if_not_exists(table_name)
+        except AzureError as exc:
+            raise _unavailable(f"opening table {table_name!r}", exc) from exc
+
+    def write(self, entries: Sequence[AuditEntry]) -> int:
+        """Create every view of every entry; existing ones are left untouched."""
+        entities = [entity for entry in entries for entity in to_entities(entry)]
+        created = 0
+        for batch in _transactions(entities):
+            created += self._write_partition_batch(batch)
+        return created
+
+    def _write_partition_batch(self, batch: list[dict[str, Any]], attempt: int = 1) -> int:
+        try:
+            self._table.submit_transaction([("create", e) for e in batch])
+            return sum(e["PartitionKey"].startswith("day|") for e in batch)
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) == 404 and attempt == 1:
+                self._recreate_table(exc)
+                return self._write_partition_batch(batch, attempt + 1)
+            if getattr(exc, "status_code", None) == 409 or _is_permanent(exc):
+                return self._write_one_by_one(batch)
+            raise _unavailable("transaction", exc) from exc
+
+    def _recreate_table(self, cause: AzureError) -> None:
+        """The table vanished under us: create it again (what was stored before is gone, but
+        nothing this write holds is lost, since its messages are not settled yet)."""
+        try:
+            self._service.create_table_if_not_exists(self.table_name)
+        except AzureError as exc:
+            raise _unavailable(f"recreating table {self.table_name!r}", exc) from cause
+
+    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> int:
+        created = 0
+        for entity in batch:
+            try:
+                self._table.create_entity(entity)
+                created += entity["PartitionKey"].startswith("day|")
+            except ResourceExistsError:
+                continue  # written by an earlier delivery: idempotent
+            except AzureError as exc:
+                if _is_permanent(exc):
+                    message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+                    raise StoreRejected(entity["entry_id"], message[:300]) from exc
+                raise _unavailable("write", exc) from exc
+        return created
+
+    def _query(
+        self,
+        query_filter: str,
+        parameters: dict[str, Any],
+        limit: int | None,
+        continuation: str | None,
+    ) -> Page:
+        try:
+            if limit is None and continuation is None:
+                rows: Iterable[Any] = self._table.query_entities(
+                    query_filter, parameters=parameters
+                )
+                return Page([from_entity(row) for row in rows])
+            token = decode_continuation(continuation) if continuation else None
+            if token is not None and not isinstance(token, dict):
+                raise ValueError("invalid continuation token")
+            pages = self._table.query_entities(
+                query_filter, parameters=parameters, results_per_page=limit
+            ).by_page(continuation_token=token)  # type: ignore[arg-type]  # SDK takes its dict
+            page: Iterable[Any] = next(pages, [])
+            entries = [from_entity(row) for row in page]
+            next_token = pages.continuation_token  # type: ignore[attr-defined]
+            return Page(entries, encode_continuation(next_token) if next_token else None)
+        except AzureError as exc:
+            raise _unavailable("read", exc) from exc
+
+    def by_regarding(
+        self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None
+    ) -> Page:
+        """The trail of one regarding record: one partition, in RowKey (time) order."""
+        pk = f"regarding|{normalize_id(regarding_id)}"
+        return self._query("PartitionKey eq @pk", {"pk": pk}, limit, continuation)
+
+    def by_session(
+        self, processsession_id: str, *, limit: int | None = None, continuation: str | None = None
+    ) -> Page:
+        """All entries of one session: one partition, in time order."""
+        pk = f"session|{normalize_id(processsession_id)}"
+        return self._query("PartitionKey eq @pk", {"pk": pk}, limit, continuation)
+
+    def in_range(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        limit: int | None = None,
+        continuation: str | None = None,
+    ) -> Page:
+        """Day partitions from ``start`` to ``end``, filtered on RowKey (time) bounds."""
+        clauses = ["PartitionKey ge @first", "PartitionKey lt @after"]
+        parameters: dict[str, Any] = {"first": "day|", "after": "day}"}
+        if start is not None:
+            parameters["first"] = f"day|{start.astimezone(UTC):%Y-%m-%d}"
+            clauses.append("RowKey ge @start")
+            parameters["start"] = iso_utc(start)
+        if end is not None:
+            parameters["after"] = f"day|{end.astimezone(UTC):%Y-%m-%d}~"
+            clauses.append("RowKey lt @end")
+            parameters["end"] = iso_utc(end)
+        return self._query(" and ".join(clauses), parameters, limit, continuation)
+
+    def count(self) -> int:
+        """Entries in the time view (one entity per entry)."""
+        try:
+            rows = self._table.query_entities(
+                "PartitionKey ge 'day|' and PartitionKey lt 'day}'", select=["RowKey"]
+            )
+            return sum(1 for _ in rows)
+        except AzureError as exc:
+            raise _unavailable("count", exc) from exc
+
+    def delete_table(self) -> None:
+        """Drop the whole table (tests and teardown only)."""
+        self._service.delete_table(self.table_name)
+
+    def close(self) -> None:
+        """Close the HTTP clients."""
+        self._table.close()
+        self._service.close()

@@ -1,0 +1,60 @@
+"""Reading the trail for the HTTP API: validation and the JSON shape, transport-free."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from shared.stores.base import AuditStore
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class TrailView(StrEnum):
+    """Which trail a request reads."""
+
+    BANK_ACCOUNT = "bankaccount"
+    PROCESS_SESSION = "processsession"
+
+
+class BadRequest(ValueError):
+    """Raised when a trail request's id, limit or continuation token is not valid."""
+
+
+def _guid(raw: str) -> str:
+    try:
+        return str(UUID(raw.strip().strip("{}")))
+    except ValueError as exc:
+        raise BadRequest(f"{raw!r} is not a GUID") from exc
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_SIZE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    return int(raw)
+
+
+def read_trail(
+    store: AuditStore, view: TrailView, raw_id: str, params: Mapping[str, str]
+) -> dict[str, Any]:
+    """One page of a bank account's or a session's trail, as JSON-ready values."""
+    record_id = _guid(raw_id)
+    limit = _limit(params.get("limit"))
+    continuation = params.get("continuation") or None
+    try:
+        if view is TrailView.BANK_ACCOUNT:
+            page = store.by_regarding(record_id, limit=limit, continuation=continuation)
+        else:
+            page = store.by_session(record_id, limit=limit, continuation=continuation)
+    except ValueError as exc:  # a token this service did not make
+        raise BadRequest(str(exc)) from exc
+    return {
+        "id": record_id,
+        "entries": [entry.to_json_dict() for entry in page.entries],
+        "continuation": page.continuation,
+    }

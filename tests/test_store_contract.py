@@ -1,0 +1,108 @@
+"""One contract, run unchanged against every AuditStore: SQLite on a file, Table on Azurite."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.audit import Change
+from shared.stores import all_pages
+from tests.entries import T0, big_changes, make_entry
+
+BANK_A = "8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22"
+BANK_B = "2d6b8f13-6c7d-ef11-bfe3-6045bd0c1a22"
+
+
+def _json(entries):
+    return [e.to_json_dict() for e in entries]
+
+
+def test_write_then_rewrite_changes_nothing(any_store):
+    entries = [make_entry(i, regarding=BANK_A) for i in range(5)]
+    assert any_store.write(entries) == 5
+    changed = [e.model_copy(update={"delivery_count": 9}) for e in entries]
+    assert any_store.write(changed) == 0
+    assert any_store.count() == 5
+    stored = any_store.by_regarding(BANK_A).entries
+    assert {e.delivery_count for e in stored} == {entries[0].delivery_count}
+
+
+def test_batch_of_250_across_partitions(any_store):
+    entries = [make_entry(i, regarding=(BANK_A, BANK_B, None)[i % 3]) for i in range(250)]
+    assert any_store.write(entries) == 250
+    assert any_store.count() == 250
+    trail = any_store.by_regarding(BANK_A).entries
+    assert len(trail) == 84
+    assert [e.operation_created_on for e in trail] == sorted(e.operation_created_on for e in trail)
+
+
+def test_the_three_reads(any_store):
+    session = "a47d2f90-2a3f-ef11-9f89-000d3a5c2b71"
+    entries = [
+        make_entry(1, regarding=BANK_A, session=session),
+        make_entry(2, regarding=BANK_B),
+        make_entry(3, regarding=BANK_A, session=session),
+        make_entry(4, regarding=BANK_A, when=T0 + timedelta(days=3)),
+    ]
+    any_store.write(list(reversed(entries)))
+    assert _json(any_store.by_regarding(BANK_A.upper()).entries) == _json(
+        [entries[0], entries[2], entries[3]]
+    )
+    assert _json(any_store.by_session("{" + session + "}").entries) == _json(
+        [entries[0], entries[2]]
+    )
+    window = any_store.in_range(T0 + timedelta(hours=2), T0 + timedelta(hours=4)).entries
+    assert _json(window) == _json([entries[1], entries[2]])
+    later = any_store.in_range(T0 + timedelta(days=1)).entries
+    assert _json(later) == _json([entries[3]])
+    assert len(any_store.in_range().entries) == 4
+
+
+def test_same_time_orders_by_entry_id(any_store):
+    entries = [make_entry(i, regarding=BANK_A, when=T0) for i in range(6)]
+    any_store.write(entries)
+    got = [e.entry_id for e in any_store.by_regarding(BANK_A).entries]
+    assert got == sorted(e.entry_id for e in entries)
+
+
+def test_paging_with_continuation_tokens(any_store):
+    entries = [make_entry(i, regarding=BANK_A) for i in range(23)]
+    any_store.write(entries)
+    first = any_store.by_regarding(BANK_A, limit=10)
+    assert len(first.entries) == 10
+    assert first.continuation is not None
+    everything = list(all_pages(lambda c: any_store.by_regarding(BANK_A, limit=10, continuation=c)))
+    assert _json(everything) == _json(entries)
+    ranged = list(all_pages(lambda c: any_store.in_range(limit=4, continuation=c)))
+    assert len(ranged) == 23
+
+
+def test_a_foreign_continuation_token_is_refused(any_store):
+    with pytest.raises(ValueError, match="continuation"):
+        any_store.by_regarding(BANK_A, limit=5, continuation="not-a-token!")
+
+
+def test_unicode_round_trips(any_store):
+    name = "Vérification 口座 ✅ حساب \U0001f3e6"
+    entry = make_entry(
+        1,
+        regarding=BANK_A,
+        processsession_name=name,
+        changes=[Change(column="comments", old="ancien é", new="新しい ✅ \U0001f3e6")],
+    )
+    any_store.write([entry])
+    assert _json(any_store.by_regarding(BANK_A).entries) == _json([entry])
+
+
+def test_large_values_are_stored_whole(any_store):
+    entry = make_entry(1, regarding=BANK_A, changes=big_changes(200_000))
+    any_store.write([entry])
+    stored = any_store.by_regarding(BANK_A).entries
+    assert stored[0].changes[0].new == "x" * 200_000
+
+
+def test_astral_text_over_the_property_limit_is_stored_whole(any_store):
+    entry = make_entry(1, regarding=BANK_A, processsession_name="\U0001f3e6" * 40_000)
+    any_store.write([entry])
+    assert any_store.by_regarding(BANK_A).entries[0].processsession_name == "\U0001f3e6" * 40_000
