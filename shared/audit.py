@@ -30,11 +30,13 @@ from shared.dataverse.model import (
     OptionSetValue,
     RemoteExecutionContext,
 )
-from shared.envelope import InboundMessage
+from shared.envelope import CLAIM_ORGANIZATION, InboundMessage
 from shared.rules import Judgement, first_image_holding
 from shared.verdicts import Reason, Verdict
 
 ENTRY_NAMESPACE = UUID("6b1f0f5e-2d1c-5a7e-9c44-3a9d2f0e8b17")
+#: What replaces a value of a column named in AUDIT_REDACT_COLUMNS.
+REDACTED = "[redacted]"
 
 
 def iso_utc(moment: datetime) -> str:
@@ -65,6 +67,7 @@ class AuditEntry(BaseModel):
     reason: Reason | None
     organization_id: str
     organization_name: str | None
+    organization_claim: str | None
     message_name: str
     processsession_id: str
     processsession_name: str | None
@@ -154,8 +157,14 @@ def audit_value(value: Any, formatted: str | None = None) -> Any:
             return str(value)
 
 
-def changes_of(context: RemoteExecutionContext) -> list[Change]:
-    """Every Target column but the primary key: new from Target, old from a pre-image."""
+def changes_of(
+    context: RemoteExecutionContext, redact: frozenset[str] = frozenset()
+) -> list[Change]:
+    """Every Target column but the primary key: new from Target, old from a pre-image.
+
+    Columns in ``redact`` (lower-case names) keep their row, with both values replaced by
+    ``REDACTED``, so the trail shows that personal data changed without holding it.
+    """
     target = context.target
     if target is None:
         return []
@@ -165,15 +174,12 @@ def changes_of(context: RemoteExecutionContext) -> list[Change]:
         if column.lower() == primary_key:
             continue
         pre = first_image_holding(context.pre_entity_images, column)
-        changes.append(
-            Change(
-                column=column,
-                old=audit_value(pre.attributes[column], pre.formatted_values.get(column))
-                if pre
-                else None,
-                new=audit_value(target.attributes[column], target.formatted_values.get(column)),
-            )
-        )
+        old = audit_value(pre.attributes[column], pre.formatted_values.get(column)) if pre else None
+        new = audit_value(target.attributes[column], target.formatted_values.get(column))
+        if column.lower() in redact:
+            old = None if old is None else REDACTED
+            new = None if new is None else REDACTED
+        changes.append(Change(column=column, old=old, new=new))
     return changes
 
 
@@ -192,6 +198,7 @@ def build_entry(
     judgement: Judgement,
     message: InboundMessage,
     recorded_at: datetime,
+    redact: frozenset[str] = frozenset(),
 ) -> AuditEntry:
     """The audit entry of an accepted or rejected event."""
     regarding = judgement.regarding
@@ -202,6 +209,7 @@ def build_entry(
         reason=judgement.reason,
         organization_id=str(context.organization_id),
         organization_name=context.organization_name,
+        organization_claim=message.get_property(CLAIM_ORGANIZATION),
         message_name=context.message_name,
         processsession_id=str(context.primary_entity_id),
         processsession_name=_session_name(context),
@@ -218,7 +226,7 @@ def build_entry(
         stage=context.stage,
         mode=context.mode,
         operation_created_on=context.operation_created_on,
-        changes=changes_of(context),
+        changes=changes_of(context, redact),
         message_id=message.message_id,
         sequence_number=message.sequence_number,
         enqueued_time=message.enqueued_time,

@@ -31,6 +31,7 @@ class Policy:
 
     limits: Limits = Limits()
     allowed_organization_ids: frozenset[UUID] = frozenset()
+    redact_columns: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -38,6 +39,7 @@ class Policy:
         return cls(
             Limits(settings.audit_max_body_bytes, settings.audit_max_nesting_depth),
             settings.allowed_organization_ids,
+            settings.audit_redact_columns,
         )
 
 
@@ -95,7 +97,7 @@ def evaluate(
                 judgement.reason,
                 f"{context.message_name} of {context.primary_entity_name}",
             )
-        entry = build_entry(context, judgement, message, clock())
+        entry = build_entry(context, judgement, message, clock(), policy.redact_columns)
         return Decision(judgement.verdict, judgement.reason, None, entry)
     except MalformedMessage as exc:
         return Decision(Verdict.MALFORMED, exc.reason, exc.description)

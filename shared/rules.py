@@ -79,6 +79,13 @@ def judge(context: RemoteExecutionContext, context_was_trimmed: bool = False) ->
         return Judgement(Verdict.IGNORED, Reason.NOT_PROCESSSESSION)
     if context.message_name.lower() not in AUDITED_MESSAGES:
         return Judgement(Verdict.IGNORED, Reason.MESSAGE_OUT_OF_SCOPE)
+    target = context.input_parameters.get("Target")
+    if target is not None and not isinstance(target, Entity):
+        raise MalformedMessage(
+            Reason.SCHEMA_VIOLATION,
+            f"InputParameters['Target'] of a {context.message_name} is a "
+            f"{type(target).__name__}, not an Entity",
+        )
     regarding = effective_regarding(context)
     if context_was_trimmed and not context.input_parameters:
         return Judgement(Verdict.REJECTED, Reason.CONTEXT_TRUNCATED, regarding)

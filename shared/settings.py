@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         frozenset(),
         description="ALLOWED_ORGANIZATION_IDS: comma-separated OrganizationIds; empty = any",
     )
+    audit_redact_columns: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="AUDIT_REDACT_COLUMNS: comma-separated columns whose values are replaced "
+        "by a marker in changes (e.g. comments,inputarguments)",
+    )
     audit_max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0, le=DEFAULT_MAX_BODY_BYTES * 4)
     audit_max_nesting_depth: int = Field(DEFAULT_MAX_NESTING_DEPTH, gt=0, le=1000)
     process_session_queue: str | None = Field(None, description="PROCESS_SESSION_QUEUE")
@@ -61,6 +66,13 @@ class Settings(BaseSettings):
     process_session_subscription: str | None = Field(
         None, description="PROCESS_SESSION_SUBSCRIPTION"
     )
+
+    @field_validator("audit_redact_columns", mode="before")
+    @classmethod
+    def _split_columns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("allowed_organization_ids", mode="before")
     @classmethod

@@ -57,10 +57,10 @@ def test_store_outage_retries_every_message_with_an_entry_then_stores_each_once(
 def test_a_bug_dead_letters_that_message_only(store, samples, monkeypatch):
     real = pipeline_module.build_entry
 
-    def explode_on_xml(context, judgement, message, recorded_at):
+    def explode_on_xml(context, judgement, message, recorded_at, redact):
         if message.content_type == "application/xml":
             raise KeyError("boom")
-        return real(context, judgement, message, recorded_at)
+        return real(context, judgement, message, recorded_at, redact)
 
     monkeypatch.setattr(pipeline_module, "build_entry", explode_on_xml)
     outcomes = _by_name(samples, Pipeline(store).handle([s.message for s in samples.values()]))
