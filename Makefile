@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: install install-node run test lint unit samples clean
+.PHONY: install install-node run test lint unit fuzz samples clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed (azure-functions 1.x)")'
@@ -41,6 +41,10 @@ lint: install
 
 unit: install install-node
 	$(PY) -m pytest
+
+## fuzz: the long hypothesis profile over the decoder (20,000 examples per property)
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py tests/test_properties.py
 
 ## samples: compare `inspect` with the team's published expectations (needs ../shared)
 samples: install

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,17 @@ def any_store(request, tmp_path):
         yield s
         s.delete_table()
         s.close()
+
+
+# Hypothesis: bounded in `make test` (profile "ci"), long in `make fuzz` (profile "fuzz").
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+hypothesis_settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True)
+hypothesis_settings.register_profile(
+    "fuzz",
+    max_examples=20_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from shared.pipeline import evaluate
+from shared.audit import REDACTED
+from shared.pipeline import Policy, evaluate
+from shared.settings import load_settings
 from tests.conftest import (
     image,
     json_message,
@@ -98,3 +100,28 @@ def test_json_shape_is_lower_case_guids_and_utc_iso_dates():
 def test_broker_metadata_is_recorded():
     entry = _entry(sample_document(), message_id="m-1", delivery_count=3, sequence_number=77)
     assert (entry.message_id, entry.delivery_count, entry.sequence_number) == ("m-1", 3, 77)
+
+
+def test_redacted_columns_keep_their_row_but_not_their_values():
+    document = sample_document("json-update-bankaccount")
+    document["PreEntityImages"] = [{"key": "PreImage", "value": image({"comments": "old PII"})}]
+    policy = Policy(redact_columns=frozenset({"comments", "inputarguments"}))
+    entry = evaluate(json_message(document), policy).entry
+    assert entry is not None
+    changes = {c.column: c for c in entry.changes}
+    assert (changes["comments"].old, changes["comments"].new) == (REDACTED, REDACTED)
+    assert changes["statuscode"].new == {"value": 4}
+    assert "PII" not in entry.model_dump_json()
+    assert "identity confirmed" not in entry.model_dump_json()
+
+
+def test_redact_setting_is_a_comma_list(monkeypatch):
+    monkeypatch.setenv("AUDIT_REDACT_COLUMNS", " Comments, inputarguments ,")
+    assert load_settings().audit_redact_columns == {"comments", "inputarguments"}
+
+
+def test_organization_claim_is_recorded():
+    claim = "http://schemas.microsoft.com/xrm/2011/Claims/Organization"
+    entry = evaluate(json_message(sample_document(), {claim: "unq7a2c"})).entry
+    assert entry is not None
+    assert entry.organization_claim == "unq7a2c"
