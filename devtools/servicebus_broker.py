@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import signal
 import socket
 import sys
@@ -41,7 +42,6 @@ from proton import (
     timestamp,
     ulong,
 )
-
 from proton.reactor import Container
 
 MAX_MESSAGE_SIZE = 262_144
@@ -51,7 +51,8 @@ APPLICATION_PROPERTIES, DATA = 0x74, 0x75
 DEAD_LETTER = "$deadletterqueue"
 MANAGEMENT = "$management"
 TICK = 0.05
-TRACKING = {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
+# Errors sent to a client always carry a non-empty info map (pitfall P2).
+TRACKING: Any = {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
 
 
 def now_ms() -> int:
@@ -75,7 +76,7 @@ def sections(raw: bytes) -> list[tuple[int, bytes]]:
         consumed = data.decode(raw[position:])
         data.rewind()
         data.next()
-        described = data.get_object()
+        described: Any = data.get_object()
         result.append((int(described.descriptor), bytes(raw[position : position + consumed])))
         position += consumed
     return result
@@ -87,8 +88,14 @@ def section_value(encoded: bytes) -> Any:
     data.decode(encoded)
     data.rewind()
     data.next()
-    value = data.get_object().value
+    described: Any = data.get_object()
+    value = described.value
     return bytes(value) if isinstance(value, memoryview) else value
+
+
+def _mapping(value: Any) -> dict[Any, Any]:
+    """A decoded AMQP map as a dict (empty when absent)."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def encode_section(code: int, value: Any) -> bytes:
@@ -139,17 +146,21 @@ class Stored:
             properties: dict[Any, Any] = {}
             for index, (code, encoded) in enumerate(parts):
                 if code == APPLICATION_PROPERTIES:
-                    properties = dict(section_value(encoded) or {})
+                    properties = _mapping(section_value(encoded))
                     del parts[index]
                     break
             properties["DeadLetterReason"] = reason
             properties["DeadLetterErrorDescription"] = description
             body_at = next((i for i, (c, _) in enumerate(parts) if c >= DATA), len(parts))
-            parts.insert(body_at, (APPLICATION_PROPERTIES,
-                                   encode_section(APPLICATION_PROPERTIES, properties)))
-        return (header_section(self.delivery_count)
-                + encode_section(MESSAGE_ANNOTATIONS, annotations)
-                + b"".join(encoded for _, encoded in parts))
+            parts.insert(
+                body_at,
+                (APPLICATION_PROPERTIES, encode_section(APPLICATION_PROPERTIES, properties)),
+            )
+        return (
+            header_section(self.delivery_count)
+            + encode_section(MESSAGE_ANNOTATIONS, annotations)
+            + b"".join(encoded for _, encoded in parts)
+        )
 
 
 @dataclass
@@ -179,7 +190,7 @@ class Entity:
         self.available.insert(bisect.bisect(keys, message.sequence_number), message)
 
 
-class Broker(Handler):  # type: ignore[misc]
+class Broker(Handler):
     """The proton event handler: connections, links, deliveries, locks."""
 
     def __init__(self, port: int, queues: dict[str, Entity], topics: dict[str, list[str]]):
@@ -292,10 +303,9 @@ class Broker(Handler):  # type: ignore[misc]
                 link.advance()
                 try:
                     self._received(link, delivery, raw)
-                except Exception as exc:  # one bad transfer must not stop the broker
+                except Exception as exc:  # noqa: BLE001 - one bad transfer must not stop it
                     print(f"broker: refused a transfer: {exc!r}", file=sys.stderr, flush=True)
-                    delivery.local.condition = Condition("amqp:internal-error", repr(exc),
-                                                         TRACKING)
+                    delivery.local.condition = Condition("amqp:internal-error", repr(exc), TRACKING)
                     delivery.update(Delivery.REJECTED)
                     delivery.settle()
                 if link.credit < 500:
@@ -323,9 +333,13 @@ class Broker(Handler):  # type: ignore[misc]
         delivery.settle()
 
     def _enqueue(self, address: str, raw: bytes) -> Condition | None:
-        targets = ([self.entities[f"{address}/subscriptions/{s}"] for s in self.topics[address]]
-                   if address in self.topics else [self.entities[address]]
-                   if address in self.entities else None)
+        targets = (
+            [self.entities[f"{address}/subscriptions/{s}"] for s in self.topics[address]]
+            if address in self.topics
+            else [self.entities[address]]
+            if address in self.entities
+            else None
+        )
         if targets is None:
             return Condition("amqp:not-found", f"no entity {address!r}", TRACKING)
         parts = sections(raw)
@@ -337,15 +351,17 @@ class Broker(Handler):  # type: ignore[misc]
             messages = [raw]
         for encoded in messages:
             if len(encoded) > MAX_MESSAGE_SIZE:
-                return Condition("amqp:link:message-size-exceeded",
-                                 f"message of {len(encoded)} bytes over {MAX_MESSAGE_SIZE}",
-                                 TRACKING)
+                return Condition(
+                    "amqp:link:message-size-exceeded",
+                    f"message of {len(encoded)} bytes over {MAX_MESSAGE_SIZE}",
+                    TRACKING,
+                )
         for encoded in messages:
             kept = []
             annotations: dict[Any, Any] = {}
             for code, section in sections(encoded):
                 if code == MESSAGE_ANNOTATIONS:
-                    annotations = dict(section_value(section) or {})
+                    annotations = _mapping(section_value(section))
                 elif code not in (HEADER, DELIVERY_ANNOTATIONS):
                     kept.append((code, section))
             for entity in targets:
@@ -361,7 +377,7 @@ class Broker(Handler):  # type: ignore[misc]
                 token = uuid.uuid4()
                 presettled = link.snd_settle_mode == Link.SND_SETTLED
                 locked_until = time.time() + entity.lock_duration
-                delivery = link.delivery(token.bytes_le)
+                delivery = link.delivery(token.bytes_le)  # type: ignore[arg-type]  # bytes ok
                 # proton-python decodes tags as UTF-8, so keep the lock token beside it
                 delivery.lock_token = token.bytes_le
                 link.send(message.encode(None if presettled else int(locked_until * 1000)))
@@ -377,7 +393,8 @@ class Broker(Handler):  # type: ignore[misc]
         if lock is None:
             if state != Delivery.RELEASED:
                 delivery.local.condition = Condition(
-                    "com.microsoft:message-lock-lost", "the lock was lost", TRACKING)
+                    "com.microsoft:message-lock-lost", "the lock was lost", TRACKING
+                )
                 delivery.update(Delivery.REJECTED)
             delivery.settle()
             return
@@ -385,10 +402,14 @@ class Broker(Handler):  # type: ignore[misc]
         if state == Delivery.ACCEPTED:
             delivery.update(Delivery.ACCEPTED)
         elif state == Delivery.REJECTED:
-            info = delivery.remote.condition.info if delivery.remote.condition else None
-            info = {str(k): v for k, v in (info or {}).items()}
-            self._dead_letter(entity, message, str(info.get("DeadLetterReason", "")),
-                              str(info.get("DeadLetterErrorDescription", "")))
+            condition = delivery.remote.condition
+            info = {str(k): v for k, v in _mapping(condition.info if condition else None).items()}
+            self._dead_letter(
+                entity,
+                message,
+                str(info.get("DeadLetterReason", "")),
+                str(info.get("DeadLetterErrorDescription", "")),
+            )
             delivery.update(Delivery.REJECTED)  # a bare echo (P6)
         elif state == Delivery.RELEASED:
             entity.put(message)
@@ -402,15 +423,19 @@ class Broker(Handler):  # type: ignore[misc]
     def _redeliver(self, entity: Entity, message: Stored) -> None:
         message.delivery_count += 1
         if entity.dead_letter_queue is not None and (
-                message.delivery_count >= entity.max_delivery_count):
-            self._dead_letter(entity, message, "MaxDeliveryCountExceeded",
-                              "Message could not be consumed after "
-                              f"{entity.max_delivery_count} delivery attempts.")
+            message.delivery_count >= entity.max_delivery_count
+        ):
+            self._dead_letter(
+                entity,
+                message,
+                "MaxDeliveryCountExceeded",
+                "Message could not be consumed after "
+                f"{entity.max_delivery_count} delivery attempts.",
+            )
         else:
             entity.put(message)
 
-    def _dead_letter(self, entity: Entity, message: Stored, reason: str, description: str
-                     ) -> None:
+    def _dead_letter(self, entity: Entity, message: Stored, reason: str, description: str) -> None:
         if entity.dead_letter_queue is None:  # already in a DLQ: it stays there
             entity.put(message)
             return
@@ -427,13 +452,19 @@ class Broker(Handler):  # type: ignore[misc]
 
     # -- $cbs and $management -----------------------------------------------------------
 
-    def _reply(self, link: Link, address: str, request: Message, properties: dict[str, Any],
-               body: Any = None) -> None:
+    def _reply(
+        self,
+        link: Link,
+        address: str,
+        request: Message,
+        properties: dict[str, Any],
+        body: Any = None,
+    ) -> None:
         sender = self.replies.get((link.connection, address))
         if sender is None:
             return
         reply = Message(correlation_id=request.id, properties=properties, body=body)
-        delivery = sender.delivery(uuid.uuid4().bytes)
+        delivery = sender.delivery(uuid.uuid4().hex)
         sender.send(reply.encode())
         sender.advance()
         delivery.settle()
@@ -441,35 +472,49 @@ class Broker(Handler):  # type: ignore[misc]
     def _cbs(self, link: Link, raw: bytes) -> None:
         request = Message()
         request.decode(raw)
-        audience = normalize(str((request.properties or {}).get("name", "")))
+        audience = normalize(str(_mapping(request.properties).get("name", "")))
         known = audience in self.entities or audience in self.topics
         status = (202, "Accepted") if known else (404, f"entity {audience!r} not found")
-        self._reply(link, "$cbs", request,
-                    {"status-code": status[0], "status-description": status[1]})
+        self._reply(
+            link, "$cbs", request, {"status-code": status[0], "status-description": status[1]}
+        )
 
     def _management(self, link: Link, entity_name: str, raw: bytes) -> None:
         request = Message()
         request.decode(raw)
-        operation = str((request.properties or {}).get("operation", ""))
-        body = {str(k): v for k, v in (request.body or {}).items()}
+        operation = str(_mapping(request.properties).get("operation", ""))
+        body = {str(k): v for k, v in _mapping(request.body).items()}
         address = f"{entity_name}/{MANAGEMENT}"
         entity = self.entities.get(entity_name)
         if entity is None:
-            self._reply(link, address, request, {"statusCode": 404,
-                                                 "statusDescription": "entity not found"})
+            self._reply(
+                link, address, request, {"statusCode": 404, "statusDescription": "entity not found"}
+            )
         elif operation == "com.microsoft:renew-lock":
             expirations = []
             for token in body.get("lock-tokens", []):
                 lock = self.locks.get(uuid.UUID(str(token)).bytes_le)
                 if lock is None:
-                    self._reply(link, address, request, {
-                        "statusCode": 410, "statusDescription": "lock lost",
-                        "errorCondition": symbol("com.microsoft:message-lock-lost")})
+                    self._reply(
+                        link,
+                        address,
+                        request,
+                        {
+                            "statusCode": 410,
+                            "statusDescription": "lock lost",
+                            "errorCondition": symbol("com.microsoft:message-lock-lost"),
+                        },
+                    )
                     return
                 lock.locked_until = time.time() + entity.lock_duration
                 expirations.append(timestamp(int(lock.locked_until * 1000)))
-            self._reply(link, address, request, {"statusCode": 200, "statusDescription": "OK"},
-                        {"expirations": expirations})
+            self._reply(
+                link,
+                address,
+                request,
+                {"statusCode": 200, "statusDescription": "OK"},
+                {"expirations": expirations},
+            )
         elif operation == "com.microsoft:peek-message":
             start = int(body.get("from-sequence-number", 0))
             count = int(body.get("message-count", 1))
@@ -477,15 +522,28 @@ class Broker(Handler):  # type: ignore[misc]
             pool = sorted(entity.available + locked, key=lambda m: m.sequence_number)
             found = [m for m in pool if m.sequence_number >= start][:count]
             if not found:
-                self._reply(link, address, request, {"statusCode": 204,
-                                                     "statusDescription": "No Content"})
+                self._reply(
+                    link, address, request, {"statusCode": 204, "statusDescription": "No Content"}
+                )
                 return
-            self._reply(link, address, request, {"statusCode": 200, "statusDescription": "OK"},
-                        {"messages": [{"message": m.encode()} for m in found]})
+            self._reply(
+                link,
+                address,
+                request,
+                {"statusCode": 200, "statusDescription": "OK"},
+                {"messages": [{"message": m.encode()} for m in found]},
+            )
         else:
-            self._reply(link, address, request, {
-                "statusCode": 501, "statusDescription": f"{operation} is not supported here",
-                "errorCondition": symbol("amqp:not-implemented")})
+            self._reply(
+                link,
+                address,
+                request,
+                {
+                    "statusCode": 501,
+                    "statusDescription": f"{operation} is not supported here",
+                    "errorCondition": symbol("amqp:not-implemented"),
+                },
+            )
 
 
 def _entity_options(spec: str) -> tuple[str, dict[str, float]]:
@@ -497,15 +555,19 @@ def _entity_options(spec: str) -> tuple[str, dict[str, float]]:
     return name.lower(), values
 
 
-def parse_entities(queues: list[str], topics: list[str], lock: float, max_delivery: int
-                   ) -> tuple[dict[str, Entity], dict[str, list[str]]]:
+def parse_entities(
+    queues: list[str], topics: list[str], lock: float, max_delivery: int
+) -> tuple[dict[str, Entity], dict[str, list[str]]]:
     """``name[:lock=S][:max=N]`` queues and ``topic/sub1,sub2[:lock=S][:max=N]`` topics."""
     entities: dict[str, Entity] = {}
     topic_subscriptions: dict[str, list[str]] = {}
 
     def entity(name: str, options: dict[str, float]) -> Entity:
-        return Entity(name, options.get("lock_duration", lock),
-                      int(options.get("max_delivery_count", max_delivery)))
+        return Entity(
+            name,
+            options.get("lock_duration", lock),
+            int(options.get("max_delivery_count", max_delivery)),
+        )
 
     for spec in queues:
         name, options = _entity_options(spec)
@@ -530,19 +592,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=5673, help="0 picks a free port")
     parser.add_argument("--queue", action="append", default=[], help="name[:lock=S][:max=N]")
-    parser.add_argument("--topic", action="append", default=[],
-                        help="topic/sub1,sub2[:lock=S][:max=N]")
+    parser.add_argument(
+        "--topic", action="append", default=[], help="topic/sub1,sub2[:lock=S][:max=N]"
+    )
     parser.add_argument("--lock-duration", type=float, default=30.0)
     parser.add_argument("--max-delivery-count", type=int, default=10)
     args = parser.parse_args(argv)
-    entities, topics = parse_entities(args.queue, args.topic, args.lock_duration,
-                                      args.max_delivery_count)
+    entities, topics = parse_entities(
+        args.queue, args.topic, args.lock_duration, args.max_delivery_count
+    )
     port = args.port or free_port()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
         Container(Broker(port, entities, topics)).run()
-    except (KeyboardInterrupt, SystemExit):
-        pass
     return 0
 
 

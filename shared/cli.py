@@ -1,8 +1,10 @@
-"""Command line: ``python -m shared.cli run | inspect | entries``.
+"""Command line: ``python -m shared.cli COMMAND`` (``--help`` lists them).
 
-``run`` pushes message files (body + properties pairs, as in ``samples/``) through the same
-pipeline the Functions trigger uses, into the configured store. ``inspect`` decides one message
-without writing and prints one JSON object. ``entries`` reads the trail back.
+* ``run`` pushes message files (body + properties pairs, as in ``samples/``) through the same
+  pipeline the Functions trigger uses, into the configured store.
+* ``inspect`` decides one message without writing and prints one JSON object.
+* ``entries`` and ``export`` read the trail back (table or JSON lines).
+* ``worker``, ``send`` and ``dlq peek|replay`` talk to Service Bus with the azure-servicebus SDK.
 """
 
 from __future__ import annotations
@@ -10,36 +12,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
-from collections import Counter
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from rich.console import Console
+from azure.core.exceptions import AzureError
 from rich.logging import RichHandler
-from rich.table import Table
 
 from shared.audit import AuditEntry
+from shared.console import console, dead_letter_table, entries_table, outcomes_table, summary
 from shared.envelope import InboundMessage, from_files, properties_path_for
 from shared.errors import ServiceError
-from shared.pipeline import Outcome, Pipeline, Policy, evaluate
+from shared.pipeline import Pipeline, Policy, evaluate
 from shared.settings import Settings, StoreKind, load_settings
 from shared.stores import AuditStore, all_pages, build_store
 from shared.verdicts import Settlement, Verdict
 
 BUNDLED_SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+EXPORT_PAGE_SIZE = 500
 log = logging.getLogger("shared.cli")
-
-
-def _console(stderr: bool = False) -> Console:
-    return Console(
-        stderr=stderr,
-        highlight=False,
-        soft_wrap=False,
-        width=160 if not sys.stdout.isatty() else None,
-    )
 
 
 def message_files(paths: Iterable[Path]) -> list[Path]:
@@ -63,18 +58,11 @@ def load_message(body: Path, properties: Path | None = None) -> InboundMessage:
     return from_files(body, properties)
 
 
-def _verdict_style(verdict: Verdict) -> str:
-    return {"accepted": "green", "rejected": "yellow", "ignored": "dim", "malformed": "red"}[
-        verdict.value
-    ]
-
-
-def _settlement_label(outcome: Outcome) -> str:
-    return {
-        Settlement.COMPLETE: "completed",
-        Settlement.DEAD_LETTER: "dead-lettered",
-        Settlement.RETRY: "not settled (retry)",
-    }[outcome.settlement]
+def store_label(settings: Settings) -> str:
+    """Which store the settings select, for people (never a connection string)."""
+    if settings.audit_store is StoreKind.TABLE:
+        return f"table {settings.audit_table_name}"
+    return f"sqlite {settings.audit_sqlite_path}"
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -88,38 +76,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         after = store.count()
     finally:
         store.close()
-    console = _console()
-    table = Table(title=f"{len(outcomes)} message(s) from {', '.join(map(str, sources))}")
-    for column in ("message", "verdict", "reason", "settlement", "entry_id / description"):
-        table.add_column(column, overflow="fold")
-    for body, outcome in zip(bodies, outcomes, strict=True):
-        d = outcome.decision
-        table.add_row(
-            body.name.removesuffix(".body"),
-            f"[{_verdict_style(d.verdict)}]{d.verdict.value}[/]",
-            d.reason.value if d.reason else "",
-            _settlement_label(outcome),
-            d.entry.entry_id if d.entry else (outcome.description or ""),
-        )
-    console.print(table)
-    counts = Counter(o.decision.verdict for o in outcomes)
-    dead = sum(o.settlement is Settlement.DEAD_LETTER for o in outcomes)
-    retry = sum(o.settlement is Settlement.RETRY for o in outcomes)
-    console.print(
-        f"{counts[Verdict.ACCEPTED]} accepted, {counts[Verdict.REJECTED]} rejected, "
-        f"{counts[Verdict.IGNORED]} ignored, {dead} dead-lettered"
-        + (f", {retry} NOT STORED (store failed; rerun)" if retry else "")
-    )
-    console.print(
-        f"{after - before} new entries; the store ({_store_label(settings)}) holds {after}"
-    )
-    return 1 if retry else 0
-
-
-def _store_label(settings: Settings) -> str:
-    if settings.audit_store is StoreKind.TABLE:
-        return f"table {settings.audit_table_name}"
-    return f"sqlite {settings.audit_sqlite_path}"
+    out = console()
+    labels = [body.name.removesuffix(".body") for body in bodies]
+    title = f"{len(outcomes)} message(s) from {', '.join(map(str, sources))}"
+    out.print(outcomes_table(labels, outcomes, title))
+    out.print(summary(outcomes))
+    out.print(f"{after - before} new entries; the store ({store_label(settings)}) holds {after}")
+    return 1 if any(o.settlement is Settlement.RETRY for o in outcomes) else 0
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,16 +105,13 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _fields(message: InboundMessage) -> dict[str, object]:
+def _fields(message: InboundMessage) -> dict[str, Any]:
     return {name: getattr(message, name) for name in InboundMessage.__slots__}
 
 
 def _parse_time(text: str) -> datetime:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-EXPORT_PAGE_SIZE = 500
 
 
 def iter_entries(
@@ -210,28 +170,7 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
         entries = list(_selected(store, args))
     finally:
         store.close()
-    table = Table(title=f"audit trail: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
-    for column in (
-        "when (UTC)",
-        "message",
-        "verdict",
-        "reason",
-        "processsession",
-        "regarding",
-        "changed columns",
-    ):
-        table.add_column(column, overflow="fold")
-    for e in entries:
-        table.add_row(
-            e.operation_created_on.strftime("%Y-%m-%d %H:%M:%S"),
-            e.message_name,
-            f"[{_verdict_style(e.verdict)}]{e.verdict.value}[/]",
-            e.reason.value if e.reason else "",
-            f"{e.processsession_name or ''}\n{e.processsession_id}",
-            f"{e.regarding_logical_name}\n{e.regarding_id}" if e.regarding_id else "-",
-            _columns_summary([c.column for c in e.changes]),
-        )
-    _console().print(table)
+    console().print(entries_table(entries))
     return 0
 
 
@@ -252,10 +191,98 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _columns_summary(columns: list[str], shown: int = 4) -> str:
-    if len(columns) <= shown + 1:
-        return ", ".join(columns)
-    return ", ".join(columns[:shown]) + f" (+{len(columns) - shown} more)"
+def _servicebus(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
+    from shared.servicebus import Source, build_client
+
+    source = Source.from_settings(
+        settings, args.queue, args.topic, getattr(args, "subscription", None)
+    )
+    return build_client(settings), source
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.bootstrap import build_pipeline
+    from shared.servicebus import Worker
+
+    client, source = _servicebus(args, settings)
+    pipeline = build_pipeline(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    log.warning(
+        "worker on %s: %s; store %s (Ctrl-C stops after the batch in hand)",
+        source,
+        "until the entity is idle" if args.until_idle else "running",
+        store_label(settings),
+    )
+    try:
+        with client:
+            stats = Worker(
+                client, pipeline, source, batch_size=args.batch_size, max_wait_time=args.max_wait
+            ).run(stop, until_idle=args.until_idle)
+    finally:
+        pipeline.store.close()
+    outcomes = stats.outcomes
+    out = console()
+    if args.until_idle:
+        out.print(
+            outcomes_table(
+                [o.message.message_id or "" for o in outcomes],
+                outcomes,
+                f"{len(outcomes)} message(s) from {source}",
+            )
+        )
+    out.print(summary(outcomes))
+    return 0
+
+
+def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.servicebus import send
+
+    client, source = _servicebus(args, settings)
+    messages = [load_message(body) for body in message_files(args.paths or [BUNDLED_SAMPLES])]
+    with client:
+        count = send(client, source, messages)
+    print(f"sent {count} message(s) to {source}", file=sys.stderr)
+    return 0
+
+
+def cmd_dlq_peek(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.servicebus import peek_dead_letters
+
+    client, source = _servicebus(args, settings)
+    with client:
+        found = peek_dead_letters(client, source, args.max)
+    console().print(dead_letter_table(found, f"dead-letter queue of {source}: {len(found)}"))
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.servicebus import replay_dead_letters
+
+    client, source = _servicebus(args, settings)
+    with client:
+        report = replay_dead_letters(
+            client, source, reason=args.reason, dry_run=args.dry_run, limit=args.max
+        )
+    verb = "would replay" if args.dry_run else "replayed"
+    for item in report:
+        print(f"{verb if item.replayed else 'left'} {item.message_id} ({item.reason})")
+    print(
+        f"{verb} {sum(r.replayed for r in report)} of {len(report)} dead-lettered "
+        f"message(s) of {source}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _entity_options(parser: argparse.ArgumentParser, subscription: bool = True) -> None:
+    parser.add_argument("--queue", help="queue name (default: PROCESS_SESSION_QUEUE)")
+    parser.add_argument("--topic", help="topic name (default: PROCESS_SESSION_TOPIC)")
+    if subscription:
+        parser.add_argument(
+            "--subscription", help="subscription name (default: PROCESS_SESSION_SUBSCRIPTION)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +327,41 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     export.set_defaults(handler=cmd_export)
+
+    worker = commands.add_parser("worker", help="receive from Service Bus and audit (no Functions)")
+    _entity_options(worker)
+    worker.add_argument("--batch-size", type=int, default=32)
+    worker.add_argument(
+        "--max-wait", type=float, default=1.0, help="seconds a receive waits for messages"
+    )
+    worker.add_argument(
+        "--until-idle", action="store_true", help="stop when a receive finds the entity empty"
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    send = commands.add_parser("send", help="post message files as Dataverse would")
+    _entity_options(send, subscription=False)
+    send.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        help="NAME.body files or folders of them (default: the bundled samples)",
+    )
+    send.set_defaults(handler=cmd_send)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    peek = dlq.add_parser("peek", help="list dead-lettered messages without removing them")
+    _entity_options(peek)
+    peek.add_argument("--max", type=int, default=100)
+    peek.set_defaults(handler=cmd_dlq_peek)
+    replay = dlq.add_parser("replay", help="re-send dead-lettered messages to the entity")
+    _entity_options(replay)
+    replay.add_argument("--reason", help="only messages dead-lettered with this reason code")
+    replay.add_argument("--dry-run", action="store_true", help="only say what would be replayed")
+    replay.add_argument("--max", type=int, default=1000)
+    replay.set_defaults(handler=cmd_dlq_replay)
     return parser
 
 
@@ -308,11 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        handlers=[RichHandler(console=_console(stderr=True), show_path=False)],
+        handlers=[RichHandler(console=console(stderr=True), show_path=False)],
         format="%(message)s",
     )
     if not args.verbose:
-        logging.getLogger("shared.pipeline").setLevel(logging.ERROR)
+        for noisy in ("shared.pipeline", "azure", "uamqp"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         overrides = {"audit_sqlite_path": args.db} if args.db else {}
         settings = load_settings(**overrides)
@@ -320,8 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ServiceError as exc:  # e.g. the store is unreachable: say so, no traceback
-        print(f"error: {exc}", file=sys.stderr)
+    except (ServiceError, AzureError) as exc:  # e.g. a store or broker is unreachable
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Service Bus Standard accepts at most 256 KiB per message; anything larger is hostile.
@@ -30,7 +30,9 @@ class StoreKind(StrEnum):
 class Settings(BaseSettings):
     """Every setting the service reads, with its environment variable name."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, populate_by_name=True
+    )
 
     audit_store: StoreKind = Field(StoreKind.SQLITE, description="AUDIT_STORE: sqlite | table")
     audit_sqlite_path: Path = Field(
@@ -61,6 +63,20 @@ class Settings(BaseSettings):
     )
     audit_max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0, le=DEFAULT_MAX_BODY_BYTES * 4)
     audit_max_nesting_depth: int = Field(DEFAULT_MAX_NESTING_DEPTH, gt=0, le=1000)
+    servicebus_connection_string: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SERVICEBUS_CONNECTION_STRING", "ServiceBusConnection"),
+        description="SERVICEBUS_CONNECTION_STRING (or ServiceBusConnection): worker and tools "
+        "only; a secret, never logged",
+    )
+    servicebus_namespace: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE", "ServiceBusConnection__fullyQualifiedNamespace"
+        ),
+        description="SERVICEBUS_FULLY_QUALIFIED_NAMESPACE: <ns>.servicebus.windows.net, with "
+        "DefaultAzureCredential (the production default)",
+    )
     process_session_queue: str | None = Field(None, description="PROCESS_SESSION_QUEUE")
     process_session_topic: str | None = Field(None, description="PROCESS_SESSION_TOPIC")
     process_session_subscription: str | None = Field(

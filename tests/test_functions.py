@@ -21,8 +21,8 @@ from azure.servicebus._pyamqp.message import Message, Properties  # private: SDK
 import functions.process_session as process_session
 from function_app import app
 from functions import runtime
-from functions.settlement import MAX_DESCRIPTION
 from shared.pipeline import Pipeline
+from shared.settlement import MAX_DESCRIPTION
 from tests.pipeline_doubles import FlakyStore
 
 ROOT = Path(__file__).resolve().parent.parent

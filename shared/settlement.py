@@ -1,7 +1,8 @@
-"""Outcome -> Service Bus settlement, in one small place.
+"""Outcome -> Service Bus settlement, in one small place, for every transport.
 
-The real ``ServiceBusMessageActions`` talks gRPC to the Functions host and works only inside
-it; tests drive this module with a recording stand-in that has the same three methods.
+The Functions triggers pass the extension's ``ServiceBusMessageActions`` (which talks gRPC to
+the Functions host and works only inside it; tests use a recording stand-in with the same three
+methods); the standalone worker passes ``ReceiverActions`` over an azure-servicebus receiver.
 """
 
 from __future__ import annotations
@@ -55,9 +56,32 @@ def settle(outcome: Outcome, message: Any, actions: MessageActions) -> None:
             actions.abandon(message)
 
 
+class ReceiverActions:
+    """MessageActions over an ``azure.servicebus.ServiceBusReceiver`` (the worker's)."""
+
+    def __init__(self, receiver: Any) -> None:
+        self.receiver = receiver
+
+    def complete(self, message: Any) -> None:
+        self.receiver.complete_message(message)
+
+    def abandon(self, message: Any) -> None:
+        self.receiver.abandon_message(message)
+
+    def deadletter(
+        self,
+        message: Any,
+        deadletter_reason: str | None = None,
+        deadletter_error_description: str | None = None,
+    ) -> None:
+        self.receiver.dead_letter_message(
+            message, reason=deadletter_reason, error_description=deadletter_error_description
+        )
+
+
 def process_and_settle(
     messages: Sequence[Any], actions: MessageActions, pipeline: Callable[[], Pipeline]
-) -> None:
+) -> list[Outcome]:
     """Adapt the SDK messages, run the pipeline, and settle each by its own outcome.
 
     A settlement that fails (a lost lock) is logged and left to the broker: the message comes
@@ -74,7 +98,7 @@ def process_and_settle(
                 deadletter_reason=exc.reason.value,
                 deadletter_error_description=_short(exc.description),
             )
-    outcomes = pipeline().handle([inbound for _, inbound in readable])
+    outcomes = pipeline().handle([inbound for _, inbound in readable]) if readable else []
     for (message, inbound), outcome in zip(readable, outcomes, strict=True):
         try:
             settle(outcome, message, actions)
@@ -84,3 +108,4 @@ def process_and_settle(
                 inbound.message_id,
                 outcome.settlement.value,
             )
+    return outcomes

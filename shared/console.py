@@ -1,0 +1,118 @@
+"""What a person reads in the terminal: rich tables of outcomes, the trail, and the DLQ."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.audit import AuditEntry
+from shared.pipeline import Outcome
+from shared.verdicts import Settlement, Verdict
+
+_STYLE = {"accepted": "green", "rejected": "yellow", "ignored": "dim", "malformed": "red"}
+_SETTLED = {
+    Settlement.COMPLETE: "completed",
+    Settlement.DEAD_LETTER: "dead-lettered",
+    Settlement.RETRY: "not settled (retry)",
+}
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that wraps at 160 columns when not writing to a terminal."""
+    return Console(
+        stderr=stderr, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160
+    )
+
+
+def _verdict(verdict: Verdict) -> str:
+    return f"[{_STYLE[verdict.value]}]{verdict.value}[/]"
+
+
+def outcomes_table(labels: Sequence[str], outcomes: Sequence[Outcome], title: str) -> Table:
+    """One row per message: verdict, reason, settlement, entry id or description."""
+    table = Table(title=title)
+    for column in ("message", "verdict", "reason", "settlement", "entry_id / description"):
+        table.add_column(column, overflow="fold")
+    for label, outcome in zip(labels, outcomes, strict=True):
+        decision = outcome.decision
+        table.add_row(
+            label,
+            _verdict(decision.verdict),
+            outcome.dead_letter_reason
+            if outcome.settlement is Settlement.DEAD_LETTER
+            else (decision.reason.value if decision.reason else ""),
+            _SETTLED[outcome.settlement],
+            decision.entry.entry_id
+            if decision.entry and outcome.settlement is Settlement.COMPLETE
+            else (outcome.description or ""),
+        )
+    return table
+
+
+def summary(outcomes: Iterable[Outcome]) -> str:
+    """``3 accepted, 2 rejected, 2 ignored, 2 dead-lettered`` (and any not stored)."""
+    outcomes = list(outcomes)
+    verdicts = Counter(o.decision.verdict for o in outcomes)
+    settled = Counter(o.settlement for o in outcomes)
+    text = (
+        f"{verdicts[Verdict.ACCEPTED]} accepted, {verdicts[Verdict.REJECTED]} rejected, "
+        f"{verdicts[Verdict.IGNORED]} ignored, {settled[Settlement.DEAD_LETTER]} "
+        "dead-lettered"
+    )
+    if settled[Settlement.RETRY]:
+        text += f", {settled[Settlement.RETRY]} NOT STORED (the store failed; they will retry)"
+    return text
+
+
+def _columns(columns: list[str], shown: int = 4) -> str:
+    if len(columns) <= shown + 1:
+        return ", ".join(columns)
+    return ", ".join(columns[:shown]) + f" (+{len(columns) - shown} more)"
+
+
+def entries_table(entries: Sequence[AuditEntry]) -> Table:
+    """The audit trail, oldest first."""
+    table = Table(title=f"audit trail: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    for column in (
+        "when (UTC)",
+        "message",
+        "verdict",
+        "reason",
+        "processsession",
+        "regarding",
+        "changed columns",
+    ):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(
+            e.operation_created_on.strftime("%Y-%m-%d %H:%M:%S"),
+            e.message_name,
+            _verdict(e.verdict),
+            e.reason.value if e.reason else "",
+            f"{e.processsession_name or ''}\n{e.processsession_id}",
+            f"{e.regarding_logical_name}\n{e.regarding_id}" if e.regarding_id else "-",
+            _columns([c.column for c in e.changes]),
+        )
+    return table
+
+
+def dead_letter_table(messages: Sequence[Any], title: str) -> Table:
+    """Dead-lettered Service Bus messages: id, reason, description, enqueued, deliveries."""
+    table = Table(title=title)
+    for column in ("message id", "reason", "description", "enqueued (UTC)", "deliveries"):
+        table.add_column(column, overflow="fold")
+    for m in messages:
+        enqueued = m.enqueued_time_utc.strftime("%Y-%m-%d %H:%M:%S") if m.enqueued_time_utc else ""
+        table.add_row(
+            m.message_id or "",
+            m.dead_letter_reason or "",
+            m.dead_letter_error_description or "",
+            enqueued,
+            str(m.delivery_count),
+        )
+    return table

@@ -1,0 +1,280 @@
+"""Service Bus outside Azure Functions: the standalone worker, the publisher, the DLQ tools.
+
+All use the real ``azure-servicebus`` SDK (imported only here, only when used) with either a
+connection string or a fully qualified namespace and ``DefaultAzureCredential``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.servicebus import (
+    AutoLockRenewer,
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceivedMessage,
+    ServiceBusReceiveMode,
+    ServiceBusSubQueue,
+)
+
+from shared.envelope import InboundMessage
+from shared.pipeline import Outcome, Pipeline
+from shared.settings import Settings
+from shared.settlement import ReceiverActions, process_and_settle
+from shared.verdicts import Settlement
+
+log = logging.getLogger(__name__)
+DEAD_LETTER_PROPERTIES = {"DeadLetterReason", "DeadLetterErrorDescription"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A queue, or a topic with (for receiving) one of its subscriptions."""
+
+    queue: str | None = None
+    topic: str | None = None
+    subscription: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.queue) == bool(self.topic):
+            raise ValueError("name either a queue or a topic")
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        queue: str | None = None,
+        topic: str | None = None,
+        subscription: str | None = None,
+    ) -> Source:
+        """Explicit names first, then PROCESS_SESSION_QUEUE / _TOPIC / _SUBSCRIPTION."""
+        if queue or topic:
+            return cls(queue, topic, subscription or settings.process_session_subscription)
+        if settings.process_session_queue:
+            return cls(queue=settings.process_session_queue)
+        return cls(None, settings.process_session_topic, settings.process_session_subscription)
+
+    def __str__(self) -> str:
+        if self.queue:
+            return f"queue {self.queue}"
+        return f"topic {self.topic}" + (f" / {self.subscription}" if self.subscription else "")
+
+    def receiver(
+        self, client: ServiceBusClient, *, dead_letter: bool = False, prefetch: int = 0
+    ) -> Any:
+        """A PEEK_LOCK receiver on the entity (or its dead-letter sub-queue)."""
+        sub_queue = ServiceBusSubQueue.DEAD_LETTER if dead_letter else None
+        mode = ServiceBusReceiveMode.PEEK_LOCK
+        if self.queue:
+            return client.get_queue_receiver(
+                self.queue, sub_queue=sub_queue, receive_mode=mode, prefetch_count=prefetch
+            )
+        if not self.subscription:
+            raise ValueError("receiving from a topic needs a subscription")
+        return client.get_subscription_receiver(
+            str(self.topic),
+            self.subscription,
+            sub_queue=sub_queue,
+            receive_mode=mode,
+            prefetch_count=prefetch,
+        )
+
+    def sender(self, client: ServiceBusClient) -> Any:
+        """A sender to the queue or topic."""
+        if self.queue:
+            return client.get_queue_sender(self.queue)
+        return client.get_topic_sender(str(self.topic))
+
+
+def build_client(settings: Settings, **options: Any) -> ServiceBusClient:
+    """A client from a connection string (local broker, development) or a namespace with
+    ``DefaultAzureCredential`` (managed identity; the production default)."""
+    secret = settings.servicebus_connection_string
+    if secret is not None:
+        return ServiceBusClient.from_connection_string(secret.get_secret_value(), **options)
+    if settings.servicebus_namespace:
+        from azure.identity import DefaultAzureCredential
+
+        return ServiceBusClient(settings.servicebus_namespace, DefaultAzureCredential(), **options)
+    raise ValueError("set SERVICEBUS_CONNECTION_STRING or SERVICEBUS_FULLY_QUALIFIED_NAMESPACE")
+
+
+@dataclass
+class WorkerStats:
+    """What a worker run did."""
+
+    batches: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def settlements(self) -> Counter[Settlement]:
+        return Counter(o.settlement for o in self.outcomes)
+
+
+class Worker:
+    """Receive in PEEK_LOCK, run the pipeline per batch, settle each message by its outcome.
+
+    Locks of a slow batch are renewed (AutoLockRenewer). ``stop`` is checked between
+    batches: a batch in hand is always settled before the receiver closes (the SDK then
+    releases prefetched messages unharmed), so a stop never strands a locked message.
+    """
+
+    def __init__(
+        self,
+        client: ServiceBusClient,
+        pipeline: Pipeline,
+        source: Source,
+        *,
+        batch_size: int = 32,
+        max_wait_time: float = 1.0,
+        renew_locks_for: float = 300.0,
+    ) -> None:
+        self.client = client
+        self.pipeline = pipeline
+        self.source = source
+        self.batch_size = batch_size
+        self.max_wait_time = max_wait_time
+        self.renew_locks_for = renew_locks_for
+
+    def run(self, stop: threading.Event | None = None, until_idle: bool = False) -> WorkerStats:
+        """Process until ``stop`` is set (or, with ``until_idle``, until a receive is empty)."""
+        stop = stop or threading.Event()
+        stats = WorkerStats()
+        renewer = AutoLockRenewer(max_lock_renewal_duration=self.renew_locks_for)
+        with self.source.receiver(self.client) as receiver:
+            actions = ReceiverActions(receiver)
+            while not stop.is_set():
+                batch = receiver.receive_messages(
+                    max_message_count=self.batch_size, max_wait_time=self.max_wait_time
+                )
+                if not batch:
+                    if until_idle:
+                        break
+                    continue
+                for message in batch:
+                    renewer.register(receiver, message)
+                stats.batches += 1
+                stats.outcomes += process_and_settle(batch, actions, lambda: self.pipeline)
+        renewer.close()
+        log.info("worker on %s stopped after %d batch(es)", self.source, stats.batches)
+        return stats
+
+
+def to_servicebus_message(message: InboundMessage) -> ServiceBusMessage:
+    """A message as Dataverse would post it: body, content type, ids, claims properties."""
+    return ServiceBusMessage(
+        message.body,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        application_properties=_properties(message.application_properties),
+    )
+
+
+def _properties(properties: Mapping[str, Any]) -> dict[str | bytes, Any] | None:
+    return {key: value for key, value in properties.items()} or None
+
+
+def send(client: ServiceBusClient, source: Source, messages: Iterable[InboundMessage]) -> int:
+    """Post messages to a queue or topic; returns how many were sent."""
+    count = 0
+    with source.sender(client) as sender:
+        for message in messages:
+            sender.send_messages(to_servicebus_message(message))
+            count += 1
+    return count
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def dead_letter_properties(message: ServiceBusReceivedMessage) -> dict[str, Any]:
+    """Application properties with str keys, less the dead-letter reason and description."""
+    return {
+        _text(k): _text(v)
+        for k, v in (message.application_properties or {}).items()
+        if _text(k) not in DEAD_LETTER_PROPERTIES
+    }
+
+
+def peek_dead_letters(
+    client: ServiceBusClient, source: Source, limit: int = 100
+) -> list[ServiceBusReceivedMessage]:
+    """Up to ``limit`` dead-lettered messages, oldest first, left where they are."""
+    found: list[ServiceBusReceivedMessage] = []
+    with source.receiver(client, dead_letter=True) as receiver:
+        next_sequence = 0
+        while len(found) < limit:
+            page = receiver.peek_messages(
+                max_message_count=min(100, limit - len(found)), sequence_number=next_sequence
+            )
+            if not page:
+                break
+            found += page
+            next_sequence = page[-1].sequence_number + 1
+    return found
+
+
+@dataclass
+class Replay:
+    """One dead-lettered message and what replay did with it."""
+
+    message_id: str | None
+    reason: str | None
+    replayed: bool
+
+
+def replay_dead_letters(
+    client: ServiceBusClient,
+    source: Source,
+    *,
+    reason: str | None = None,
+    dry_run: bool = False,
+    limit: int = 1000,
+) -> list[Replay]:
+    """Re-send dead-lettered messages (body and properties unchanged) to the main entity, and
+    complete each from the DLQ only after its re-send succeeded. With ``reason``, only those
+    dead-lettered for it; others stay in the DLQ. ``dry_run`` only reports."""
+    if dry_run:
+        return [
+            Replay(
+                m.message_id, m.dead_letter_reason, reason is None or m.dead_letter_reason == reason
+            )
+            for m in peek_dead_letters(client, source, limit)
+        ]
+    report: list[Replay] = []
+    held: list[ServiceBusReceivedMessage] = []
+    target = Source(source.queue, source.topic)
+    with source.receiver(client, dead_letter=True) as receiver, target.sender(client) as sender:
+        while len(report) < limit:
+            batch = receiver.receive_messages(
+                max_message_count=min(50, limit - len(report)), max_wait_time=2
+            )
+            if not batch:
+                break
+            for message in batch:
+                wanted = reason is None or message.dead_letter_reason == reason
+                if wanted:
+                    sender.send_messages(
+                        ServiceBusMessage(
+                            b"".join(message.body),
+                            content_type=message.content_type,
+                            message_id=message.message_id,
+                            correlation_id=message.correlation_id,
+                            subject=message.subject,
+                            application_properties=_properties(dead_letter_properties(message)),
+                        )
+                    )
+                    receiver.complete_message(message)
+                else:
+                    held.append(message)  # keep its lock so it is not received again
+                report.append(Replay(message.message_id, message.dead_letter_reason, wanted))
+        for message in held:
+            receiver.abandon_message(message)
+    return report
