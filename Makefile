@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: install install-node run test lint unit fuzz samples clean
+.PHONY: install install-node run run-files test lint unit fuzz samples clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed (azure-functions 1.x)")'
@@ -26,8 +26,12 @@ $(NODE_STAMP): package.json package-lock.json
 
 install-node: $(NODE_STAMP)
 
-## run: process the bundled samples into the SQLite store and show the audit trail
+## run: the main job on one machine: local Service Bus broker -> samples -> worker -> SQLite
 run: install
+	$(PY) -m devtools.local_run
+
+## run-files: the quick look without a broker: the sample files straight into the store
+run-files: install
 	$(PY) -m shared.cli run
 	$(PY) -m shared.cli entries
 

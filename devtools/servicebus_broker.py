@@ -237,6 +237,10 @@ class Broker(Handler):
         if event.session.state & Endpoint.LOCAL_UNINIT:
             event.session.open()
 
+    def on_transport_error(self, event: Any) -> None:
+        condition = event.transport.condition
+        print(f"broker: transport error: {condition}", file=sys.stderr, flush=True)
+
     def on_connection_remote_close(self, event: Any) -> None:
         event.connection.close()
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.servicebus import (
-    AutoLockRenewer,
     ServiceBusClient,
     ServiceBusMessage,
     ServiceBusReceivedMessage,
@@ -25,7 +27,7 @@ from azure.servicebus import (
 from shared.envelope import InboundMessage
 from shared.pipeline import Outcome, Pipeline
 from shared.settings import Settings
-from shared.settlement import ReceiverActions, process_and_settle
+from shared.settlement import ReceiverActions, adapt_all, settle_all
 from shared.verdicts import Settlement
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ class WorkerStats:
 class Worker:
     """Receive in PEEK_LOCK, run the pipeline per batch, settle each message by its outcome.
 
-    Locks of a slow batch are renewed (AutoLockRenewer). ``stop`` is checked between
+    Locks of a slow batch are renewed while it is decided. ``stop`` is checked between
     batches: a batch in hand is always settled before the receiver closes (the SDK then
     releases prefetched messages unharmed), so a stop never strands a locked message.
     """
@@ -145,8 +147,10 @@ class Worker:
         """Process until ``stop`` is set (or, with ``until_idle``, until a receive is empty)."""
         stop = stop or threading.Event()
         stats = WorkerStats()
-        renewer = AutoLockRenewer(max_lock_renewal_duration=self.renew_locks_for)
-        with self.source.receiver(self.client) as receiver:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="pipeline") as pool,
+            self.source.receiver(self.client) as receiver,
+        ):
             actions = ReceiverActions(receiver)
             while not stop.is_set():
                 batch = receiver.receive_messages(
@@ -156,13 +160,45 @@ class Worker:
                     if until_idle:
                         break
                     continue
-                for message in batch:
-                    renewer.register(receiver, message)
                 stats.batches += 1
-                stats.outcomes += process_and_settle(batch, actions, lambda: self.pipeline)
-        renewer.close()
+                readable = adapt_all(batch, actions)
+                inbound = [message for _, message in readable]
+                decided = pool.submit(self.pipeline.handle, inbound)
+                self._keep_locks(receiver, [m for m, _ in readable], decided)
+                outcomes = decided.result()
+                settle_all(readable, outcomes, actions)
+                stats.outcomes += outcomes
         log.info("worker on %s stopped after %d batch(es)", self.source, stats.batches)
         return stats
+
+    def _keep_locks(self, receiver: Any, messages: list[Any], work: Future[Any]) -> None:
+        """Renew the batch's locks while the pipeline works on it.
+
+        Renewal runs on this thread, the receiver's own: the SDK's connection is not safe for
+        concurrent use (AutoLockRenewer's threads interleave frames on the session).
+        """
+        if not messages:
+            return
+        started = time.monotonic()
+        windows = {id(m): _remaining(m) for m in messages}
+        while not work.done() and time.monotonic() - started < self.renew_locks_for:
+            wait([work], timeout=0.2)
+            for message in messages:
+                if work.done():
+                    return
+                if _remaining(message) < 0.4 * windows[id(message)]:
+                    try:
+                        receiver.renew_message_lock(message)
+                    except Exception as exc:  # noqa: BLE001 - the settlement will say it too
+                        log.warning("renewing the lock of %s failed: %s", message.message_id, exc)
+
+
+def _remaining(message: Any) -> float:
+    """Seconds left on a message's lock."""
+    locked_until = message.locked_until_utc
+    if locked_until is None:
+        return float("inf")
+    return float((locked_until - datetime.now(UTC)).total_seconds())
 
 
 def to_servicebus_message(message: InboundMessage) -> ServiceBusMessage:

@@ -79,14 +79,8 @@ class ReceiverActions:
         )
 
 
-def process_and_settle(
-    messages: Sequence[Any], actions: MessageActions, pipeline: Callable[[], Pipeline]
-) -> list[Outcome]:
-    """Adapt the SDK messages, run the pipeline, and settle each by its own outcome.
-
-    A settlement that fails (a lost lock) is logged and left to the broker: the message comes
-    back and the idempotent write makes the second pass harmless.
-    """
+def adapt_all(messages: Sequence[Any], actions: MessageActions) -> list[tuple[Any, InboundMessage]]:
+    """Each SDK message with its InboundMessage; one that cannot be read is dead-lettered."""
     readable: list[tuple[Any, InboundMessage]] = []
     for message in messages:
         try:
@@ -98,7 +92,19 @@ def process_and_settle(
                 deadletter_reason=exc.reason.value,
                 deadletter_error_description=_short(exc.description),
             )
-    outcomes = pipeline().handle([inbound for _, inbound in readable]) if readable else []
+    return readable
+
+
+def settle_all(
+    readable: Sequence[tuple[Any, InboundMessage]],
+    outcomes: Sequence[Outcome],
+    actions: MessageActions,
+) -> None:
+    """Settle each message by its own outcome.
+
+    A settlement that fails (a lost lock) is logged and left to the broker: the message comes
+    back and the idempotent write makes the second pass harmless.
+    """
     for (message, inbound), outcome in zip(readable, outcomes, strict=True):
         try:
             settle(outcome, message, actions)
@@ -108,4 +114,13 @@ def process_and_settle(
                 inbound.message_id,
                 outcome.settlement.value,
             )
+
+
+def process_and_settle(
+    messages: Sequence[Any], actions: MessageActions, pipeline: Callable[[], Pipeline]
+) -> list[Outcome]:
+    """Adapt the SDK messages, run the pipeline, and settle each by its own outcome."""
+    readable = adapt_all(messages, actions)
+    outcomes = pipeline().handle([inbound for _, inbound in readable]) if readable else []
+    settle_all(readable, outcomes, actions)
     return outcomes

@@ -166,3 +166,30 @@ hypothesis_settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+BROKER_ENTITIES = (
+    "--queue", "samples", "--queue", "outage", "--queue", "poison:max=3",
+    "--queue", "expiry:lock=2", "--queue", "slow:lock=2", "--queue", "replay",
+    "--queue", "graceful", "--queue", "cli", "--topic", "events/audit,other",
+)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """The local Service Bus broker (devtools), with the queues the end-to-end tests use."""
+    from devtools.broker_process import BrokerProcess
+
+    process = BrokerProcess(*BROKER_ENTITIES,
+                            log=tmp_path_factory.mktemp("broker") / "broker.log").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def servicebus(broker):
+    """One SDK client for the session (each sender/receiver open costs ~0.5 s)."""
+    from azure.servicebus import ServiceBusClient
+
+    with ServiceBusClient.from_connection_string(broker.connection_string) as client:
+        yield client

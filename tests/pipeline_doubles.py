@@ -12,13 +12,15 @@ from shared.stores.sqlite import SqliteAuditStore
 class FlakyStore:
     """A real SQLite store whose writes fail while ``down`` is set (an outage stand-in)."""
 
-    def __init__(self, inner: SqliteAuditStore) -> None:
+    def __init__(self, inner: SqliteAuditStore, fail_writes: int = 0) -> None:
         self.inner = inner
         self.down = False
+        self.fail_writes = fail_writes  # the next N writes fail, then the store recovers
         self.failed_writes = 0
 
     def write(self, entries: Sequence[AuditEntry]) -> int:
-        if self.down:
+        if self.down or self.fail_writes > 0:
+            self.fail_writes -= 1
             self.failed_writes += 1
             raise StoreUnavailable("database is locked (simulated outage)")
         return self.inner.write(entries)

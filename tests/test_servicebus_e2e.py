@@ -1,0 +1,179 @@
+"""End to end over real AMQP: the azure-servicebus SDK against the local broker (devtools),
+the standalone worker, the pipeline and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from azure.servicebus.exceptions import MessageLockLostError
+
+from shared.pipeline import Pipeline, Policy
+from shared.servicebus import Source, Worker, peek_dead_letters, replay_dead_letters, send
+from shared.verdicts import Settlement
+from tests.conftest import load_samples
+from tests.entries import synthetic_message
+from tests.pipeline_doubles import FlakyStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _peek(servicebus, source: Source):
+    with source.receiver(servicebus) as receiver:
+        return receiver.peek_messages(max_message_count=100)
+
+
+def test_every_sample_travels_through_the_broker(servicebus, store):
+    source = Source(queue="samples")
+    samples = load_samples()
+    assert send(servicebus, source, [s.message for s in samples.values()]) == 9
+    stats = Worker(servicebus, Pipeline(store), source, max_wait_time=2).run(until_idle=True)
+    assert len(stats.outcomes) == 9
+    assert store.count() == 5
+    dead = {m.message_id: m for m in peek_dead_letters(servicebus, source)}
+    assert {m.dead_letter_reason for m in dead.values()} == {"unsupported_content_type",
+                                                             "malformed_json"}
+    binary = dead[samples["binary-create-bankaccount"].message.message_id]
+    assert "Message Format to JSON" in binary.dead_letter_error_description
+    assert b"".join(binary.body) == samples["binary-create-bankaccount"].message.body
+    assert _peek(servicebus, source) == []
+    assert all(e.message_id and e.sequence_number for e in store.in_range().entries)
+
+
+def test_store_outage_redelivers_and_each_event_is_stored_once(servicebus, store):
+    source = Source(queue="outage")
+    flaky = FlakyStore(store, fail_writes=3)
+    send(servicebus, source, [synthetic_message(n) for n in range(10)])
+    stats = Worker(servicebus, Pipeline(flaky), source, batch_size=4, max_wait_time=2).run(
+        until_idle=True)
+    assert flaky.failed_writes == 3
+    assert stats.settlements[Settlement.RETRY] > 0
+    assert store.count() == 10
+    sessions = [e.processsession_id for e in store.in_range().entries]
+    assert len(set(sessions)) == 10
+    assert max(e.delivery_count or 0 for e in store.in_range().entries) >= 1
+    assert peek_dead_letters(servicebus, source) == []
+
+
+def test_a_store_that_never_recovers_ends_in_the_dlq_by_max_delivery_count(servicebus, store):
+    source = Source(queue="poison")
+    flaky = FlakyStore(store)
+    flaky.down = True
+    send(servicebus, source, [synthetic_message(1)])
+    Worker(servicebus, Pipeline(flaky), source, max_wait_time=2).run(until_idle=True)
+    dead = peek_dead_letters(servicebus, source)
+    assert [m.dead_letter_reason for m in dead] == ["MaxDeliveryCountExceeded"]
+    assert flaky.failed_writes == 3
+    assert store.count() == 0
+
+
+def test_lock_expiry_redelivers_and_the_late_complete_is_refused(servicebus, store):
+    source = Source(queue="expiry")
+    send(servicebus, source, [synthetic_message(5)])
+    with source.receiver(servicebus) as crashed:
+        held = crashed.receive_messages(max_message_count=1, max_wait_time=5)
+        assert len(held) == 1
+        time.sleep(2.6)  # the 2 s lock runs out: the broker redelivers
+        Worker(servicebus, Pipeline(store), source, max_wait_time=2).run(until_idle=True)
+        with pytest.raises(MessageLockLostError):
+            crashed.complete_message(held[0])
+    entries = store.in_range().entries
+    assert len(entries) == 1
+    assert entries[0].delivery_count == 1
+
+
+def test_slow_batches_keep_their_locks(servicebus, store):
+    source = Source(queue="slow")
+
+    class SlowPipeline(Pipeline):
+        def handle(self, messages):
+            time.sleep(3.5)  # longer than the 2 s lock: only renewal keeps it
+            return super().handle(messages)
+
+    send(servicebus, source, [synthetic_message(n) for n in range(3)])
+    stats = Worker(servicebus, SlowPipeline(store), source, max_wait_time=2).run(
+        until_idle=True)
+    assert stats.settlements == {Settlement.COMPLETE: 3}
+    assert [e.delivery_count for e in store.in_range().entries] == [0, 0, 0]
+    assert _peek(servicebus, source) == []
+
+
+def test_dead_letter_replay_after_the_fix(servicebus, store):
+    source = Source(queue="replay")
+    good = synthetic_message(7)
+    org = UUID(json.loads(good.body)["OrganizationId"])
+    strict = Pipeline(store, Policy(allowed_organization_ids=frozenset({UUID(int=1)})))
+    truncated = load_samples()["malformed-truncated"].message
+    send(servicebus, source, [good, truncated])
+    Worker(servicebus, strict, source, max_wait_time=2).run(until_idle=True)
+    reasons = sorted(m.dead_letter_reason for m in peek_dead_letters(servicebus, source))
+    assert reasons == ["malformed_json", "untrusted_organization"]
+
+    dry = replay_dead_letters(servicebus, source, reason="untrusted_organization", dry_run=True)
+    assert [(r.message_id, r.replayed) for r in sorted(dry, key=lambda r: r.replayed)] == [
+        (truncated.message_id, False), (good.message_id, True)]
+    assert len(peek_dead_letters(servicebus, source)) == 2
+
+    replayed = replay_dead_letters(servicebus, source, reason="untrusted_organization")
+    assert [r.message_id for r in replayed if r.replayed] == [good.message_id]
+    fixed = Pipeline(store, Policy(allowed_organization_ids=frozenset({org})))
+    Worker(servicebus, fixed, source, max_wait_time=2).run(until_idle=True)
+    assert store.count() == 1
+    assert store.in_range().entries[0].message_id == good.message_id
+    assert [m.dead_letter_reason for m in peek_dead_letters(servicebus, source)] == [
+        "malformed_json"]
+
+
+def test_worker_stops_after_the_batch_in_hand_and_loses_nothing(servicebus, store):
+    source = Source(queue="graceful")
+    stop = threading.Event()
+
+    class StopDuringBatch(Pipeline):
+        def handle(self, messages):
+            stop.set()  # as if SIGTERM arrived while this batch was being processed
+            return super().handle(messages)
+
+    send(servicebus, source, [synthetic_message(n) for n in range(20)])
+    first = Worker(servicebus, StopDuringBatch(store), source, batch_size=5,
+                   max_wait_time=2).run(stop)
+    assert first.settlements == {Settlement.COMPLETE: len(first.outcomes)}
+    assert 1 <= len(first.outcomes) <= 5
+    left = _peek(servicebus, source)
+    assert len(left) == 20 - len(first.outcomes)
+    assert {m.delivery_count for m in left} == {0}
+    Worker(servicebus, Pipeline(store), source, max_wait_time=2).run(until_idle=True)
+    assert store.count() == 20
+
+
+def test_topic_fans_out_and_the_worker_reads_one_subscription(servicebus, store):
+    send(servicebus, Source(topic="events"), [synthetic_message(n) for n in range(3)])
+    Worker(servicebus, Pipeline(store), Source(topic="events", subscription="audit"),
+           max_wait_time=2).run(until_idle=True)
+    assert store.count() == 3
+    assert len(_peek(servicebus, Source(topic="events", subscription="other"))) == 3
+
+
+def test_command_line_send_worker_and_dlq(broker, tmp_path):
+    env = {**os.environ, "SERVICEBUS_CONNECTION_STRING": broker.connection_string,
+           "PROCESS_SESSION_QUEUE": "cli", "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"),
+           "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120, check=True)
+
+    assert "sent 9 message(s) to queue cli" in cli("send").stderr
+    worker = cli("worker", "--until-idle", "--max-wait", "2")
+    assert "3 accepted, 2 rejected, 2 ignored, 2 dead-lettered" in worker.stdout
+    peek = cli("dlq", "peek").stdout
+    assert "unsupported_content_type" in peek and "malformed_json" in peek
+    dry = cli("dlq", "replay", "--reason", "malformed_json", "--dry-run")
+    assert "would replay 1 of 2" in dry.stderr
+    assert broker.connection_string not in worker.stdout + worker.stderr + peek
