@@ -169,9 +169,24 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 BROKER_ENTITIES = (
-    "--queue", "samples", "--queue", "outage", "--queue", "poison:max=3",
-    "--queue", "expiry:lock=2", "--queue", "slow:lock=2", "--queue", "replay",
-    "--queue", "graceful", "--queue", "cli", "--topic", "events/audit,other",
+    "--queue",
+    "samples",
+    "--queue",
+    "outage",
+    "--queue",
+    "poison:max=3",
+    "--queue",
+    "expiry:lock=2",
+    "--queue",
+    "slow:lock=2",
+    "--queue",
+    "replay",
+    "--queue",
+    "graceful",
+    "--queue",
+    "cli",
+    "--topic",
+    "events/audit,other",
 )
 
 
@@ -180,8 +195,9 @@ def broker(tmp_path_factory):
     """The local Service Bus broker (devtools), with the queues the end-to-end tests use."""
     from devtools.broker_process import BrokerProcess
 
-    process = BrokerProcess(*BROKER_ENTITIES,
-                            log=tmp_path_factory.mktemp("broker") / "broker.log").start()
+    process = BrokerProcess(
+        *BROKER_ENTITIES, log=tmp_path_factory.mktemp("broker") / "broker.log"
+    ).start()
     yield process
     process.stop()
 

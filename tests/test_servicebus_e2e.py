@@ -38,8 +38,10 @@ def test_every_sample_travels_through_the_broker(servicebus, store):
     assert len(stats.outcomes) == 9
     assert store.count() == 5
     dead = {m.message_id: m for m in peek_dead_letters(servicebus, source)}
-    assert {m.dead_letter_reason for m in dead.values()} == {"unsupported_content_type",
-                                                             "malformed_json"}
+    assert {m.dead_letter_reason for m in dead.values()} == {
+        "unsupported_content_type",
+        "malformed_json",
+    }
     binary = dead[samples["binary-create-bankaccount"].message.message_id]
     assert "Message Format to JSON" in binary.dead_letter_error_description
     assert b"".join(binary.body) == samples["binary-create-bankaccount"].message.body
@@ -52,7 +54,8 @@ def test_store_outage_redelivers_and_each_event_is_stored_once(servicebus, store
     flaky = FlakyStore(store, fail_writes=3)
     send(servicebus, source, [synthetic_message(n) for n in range(10)])
     stats = Worker(servicebus, Pipeline(flaky), source, batch_size=4, max_wait_time=2).run(
-        until_idle=True)
+        until_idle=True
+    )
     assert flaky.failed_writes == 3
     assert stats.settlements[Settlement.RETRY] > 0
     assert store.count() == 10
@@ -98,8 +101,7 @@ def test_slow_batches_keep_their_locks(servicebus, store):
             return super().handle(messages)
 
     send(servicebus, source, [synthetic_message(n) for n in range(3)])
-    stats = Worker(servicebus, SlowPipeline(store), source, max_wait_time=2).run(
-        until_idle=True)
+    stats = Worker(servicebus, SlowPipeline(store), source, max_wait_time=2).run(until_idle=True)
     assert stats.settlements == {Settlement.COMPLETE: 3}
     assert [e.delivery_count for e in store.in_range().entries] == [0, 0, 0]
     assert _peek(servicebus, source) == []
@@ -118,7 +120,9 @@ def test_dead_letter_replay_after_the_fix(servicebus, store):
 
     dry = replay_dead_letters(servicebus, source, reason="untrusted_organization", dry_run=True)
     assert [(r.message_id, r.replayed) for r in sorted(dry, key=lambda r: r.replayed)] == [
-        (truncated.message_id, False), (good.message_id, True)]
+        (truncated.message_id, False),
+        (good.message_id, True),
+    ]
     assert len(peek_dead_letters(servicebus, source)) == 2
 
     replayed = replay_dead_letters(servicebus, source, reason="untrusted_organization")
@@ -128,7 +132,8 @@ def test_dead_letter_replay_after_the_fix(servicebus, store):
     assert store.count() == 1
     assert store.in_range().entries[0].message_id == good.message_id
     assert [m.dead_letter_reason for m in peek_dead_letters(servicebus, source)] == [
-        "malformed_json"]
+        "malformed_json"
+    ]
 
 
 def test_worker_stops_after_the_batch_in_hand_and_loses_nothing(servicebus, store):
@@ -141,8 +146,9 @@ def test_worker_stops_after_the_batch_in_hand_and_loses_nothing(servicebus, stor
             return super().handle(messages)
 
     send(servicebus, source, [synthetic_message(n) for n in range(20)])
-    first = Worker(servicebus, StopDuringBatch(store), source, batch_size=5,
-                   max_wait_time=2).run(stop)
+    first = Worker(servicebus, StopDuringBatch(store), source, batch_size=5, max_wait_time=2).run(
+        stop
+    )
     assert first.settlements == {Settlement.COMPLETE: len(first.outcomes)}
     assert 1 <= len(first.outcomes) <= 5
     left = _peek(servicebus, source)
@@ -154,26 +160,39 @@ def test_worker_stops_after_the_batch_in_hand_and_loses_nothing(servicebus, stor
 
 def test_topic_fans_out_and_the_worker_reads_one_subscription(servicebus, store):
     send(servicebus, Source(topic="events"), [synthetic_message(n) for n in range(3)])
-    Worker(servicebus, Pipeline(store), Source(topic="events", subscription="audit"),
-           max_wait_time=2).run(until_idle=True)
+    Worker(
+        servicebus, Pipeline(store), Source(topic="events", subscription="audit"), max_wait_time=2
+    ).run(until_idle=True)
     assert store.count() == 3
     assert len(_peek(servicebus, Source(topic="events", subscription="other"))) == 3
 
 
 def test_command_line_send_worker_and_dlq(broker, tmp_path):
-    env = {**os.environ, "SERVICEBUS_CONNECTION_STRING": broker.connection_string,
-           "PROCESS_SESSION_QUEUE": "cli", "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"),
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "SERVICEBUS_CONNECTION_STRING": broker.connection_string,
+        "PROCESS_SESSION_QUEUE": "cli",
+        "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"),
+        "COLUMNS": "200",
+    }
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120, check=True)
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
 
     assert "sent 9 message(s) to queue cli" in cli("send").stderr
     worker = cli("worker", "--until-idle", "--max-wait", "2")
     assert "3 accepted, 2 rejected, 2 ignored, 2 dead-lettered" in worker.stdout
     peek = cli("dlq", "peek").stdout
-    assert "unsupported_content_type" in peek and "malformed_json" in peek
+    assert "unsupported_content_type" in peek
+    assert "malformed_json" in peek
     dry = cli("dlq", "replay", "--reason", "malformed_json", "--dry-run")
     assert "would replay 1 of 2" in dry.stderr
     assert broker.connection_string not in worker.stdout + worker.stderr + peek
