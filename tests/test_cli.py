@@ -146,6 +146,6 @@ def test_unreachable_store_is_a_clear_error_not_a_traceback(tmp_path):
         timeout=300,
     )
     assert result.returncode == 1
-    assert "error: Table Storage opening table" in result.stderr
+    assert "error: StoreUnavailable: Table Storage opening table" in result.stderr
     assert "Traceback" not in result.stderr
     assert "c2VjcmV0LWtleS1mb3ItdGVzdHM=" not in result.stderr + result.stdout
