@@ -121,10 +121,13 @@ def copy_document(document: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
     """One in-memory Azurite for the session; each test uses its own table."""
-    from tests.azurite import Azurite
+    from devtools.azurite import Azurite, AzuriteUnavailable
 
-    server = Azurite(tmp_path_factory.mktemp("azurite"))
-    server.start()
+    try:
+        server = Azurite(tmp_path_factory.mktemp("azurite"))
+        server.start()
+    except AzuriteUnavailable as exc:  # fail, never skip: CI must run the Table store tests
+        pytest.fail(str(exc))
     yield server
     server.stop()
 

@@ -14,7 +14,7 @@ import pytest
 from shared.bootstrap import build_pipeline
 from shared.errors import ServiceError
 from shared.settings import load_settings
-from tests.azurite import KEY, free_port
+from devtools.azurite import KEY, free_port
 from tests.conftest import load_samples
 
 ROOT = Path(__file__).resolve().parent.parent

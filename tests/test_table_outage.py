@@ -16,7 +16,7 @@ import pytest
 from shared.envelope import InboundMessage
 from shared.pipeline import Pipeline
 from shared.verdicts import Settlement
-from tests.azurite import Azurite
+from devtools.azurite import Azurite
 from tests.conftest import table_store
 from tests.entries import synthetic_message
 

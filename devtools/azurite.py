@@ -1,4 +1,5 @@
-"""Azurite (the Azure Storage emulator) for the tests: start on a free loopback port, stop by PID.
+"""Azurite (the Azure Storage emulator) for tests and benchmarks: a free loopback port, stopped
+by PID.
 
 Installed from npm into the repo's own node_modules by `make install` / `.ci/run`
 (azurite 3.35.0, the last release that runs on Node 20).
@@ -14,13 +15,15 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_TABLE = ROOT / "node_modules" / ".bin" / "azurite-table"
 ACCOUNT = "devstoreaccount1"
 # Azurite's documented, public development key: not a secret.
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class AzuriteUnavailable(RuntimeError):
+    """Raised when Azurite cannot be started (no Node.js, not installed, did not open)."""
 
 
 def free_port() -> int:
@@ -34,9 +37,9 @@ class Azurite:
 
     def __init__(self, log_dir: Path, location: Path | None = None) -> None:
         if shutil.which("node") is None:
-            pytest.fail("Node.js is not installed: the Table store tests need it for Azurite")
+            raise AzuriteUnavailable("Node.js is not installed: the Table store tests need it for Azurite")
         if not AZURITE_TABLE.exists():
-            pytest.fail(f"{AZURITE_TABLE} is missing: run `npm ci` (make install does)")
+            raise AzuriteUnavailable(f"{AZURITE_TABLE} is missing: run `npm ci` (make install does)")
         self.port = free_port()
         self.location = location
         self.log = log_dir / f"azurite-{self.port}.log"
@@ -69,14 +72,14 @@ class Azurite:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(f"Azurite exited early: {self.log.read_text()[-2000:]}")
+                raise AzuriteUnavailable(f"Azurite exited early: {self.log.read_text()[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        pytest.fail(f"Azurite did not open port {self.port} in {timeout} s")
+        raise AzuriteUnavailable(f"Azurite did not open port {self.port} in {timeout} s")
 
     def wait_for_disk_save(self) -> None:
         """Azurite saves its on-disk database every 5 s (LokiJS autosave), not on SIGTERM: wait
