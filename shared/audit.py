@@ -159,7 +159,7 @@ def audit_value(value: Any, formatted: str | None = None) -> Any:
 
 def changes_of(
     context: RemoteExecutionContext, redact: frozenset[str] = frozenset()
-) -> list[Change]:
+) -> list[dict[str, Any]]:
     """Every Target column but the primary key: new from Target, old from a pre-image.
 
     Columns in ``redact`` (lower-case names) keep their row, with both values replaced by
@@ -169,7 +169,7 @@ def changes_of(
     if target is None:
         return []
     primary_key = f"{target.logical_name.lower()}id"
-    changes = []
+    changes: list[dict[str, Any]] = []
     for column in sorted(target.attributes):
         if column.lower() == primary_key:
             continue
@@ -179,7 +179,7 @@ def changes_of(
         if column.lower() in redact:
             old = None if old is None else REDACTED
             new = None if new is None else REDACTED
-        changes.append(Change(column=column, old=old, new=new))
+        changes.append({"column": column, "old": old, "new": new})
     return changes
 
 

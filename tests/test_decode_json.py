@@ -198,7 +198,7 @@ def test_140000_level_nesting_is_refused_cleanly():
     body = b"[" * 140_000 + b"]" * 140_000
     error = _refusal(body, limits=Limits(max_body_bytes=400_000))
     assert error.reason is Reason.NESTING_TOO_DEEP
-    assert "140000" in error.description
+    assert "more than 100 levels" in error.description
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting():
@@ -294,3 +294,12 @@ def test_unknown_members_are_ignored():
     document["IsPortalsClientCall"] = False
     document["EnvironmentId"] = "x"
     assert decode(json.dumps(document).encode(), JSON).message_name == "Create"
+
+
+def test_parent_context_is_decoded_when_read_and_a_bad_one_fails_then():
+    document = sample_document()
+    del document["ParentContext"]["OperationId"]
+    context = decode(json.dumps(document).encode(), JSON)
+    assert context.message_name == "Create"  # the verdict never needs the parent
+    with pytest.raises(MalformedMessage, match="OperationId"):
+        _ = context.parent_context

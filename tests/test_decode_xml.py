@@ -136,3 +136,11 @@ def test_unparsable_xml_reports_the_position():
 def test_control_character_reference_is_malformed():
     body = _with_attribute("c", f'<a:value {XS} i:type="b:string">&#x1;</a:value>')
     assert _refusal(body).reason is Reason.MALFORMED_XML
+
+
+def test_parent_context_of_an_xml_body():
+    context = decode(SAMPLE.encode(), XML)
+    parent = context.parent_context
+    assert parent is not None
+    assert parent.stage == 30
+    assert parent.primary_entity_id == context.primary_entity_id

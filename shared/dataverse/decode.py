@@ -7,7 +7,9 @@ format's own depth check and parse; then the model's schema.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -85,12 +87,23 @@ def decode(
         ) from exc
     if kind == JSON:
         members = json_format.parse(text, body, limits.max_nesting_depth)
-    else:
-        members = xml_format.parse(body, limits.max_nesting_depth)
+        return _context(members, json_format.context_members)
+    return _context(xml_format.parse(body, limits.max_nesting_depth), xml_format.context_members)
+
+
+def _context(
+    members: dict[str, Any], to_members: Callable[[Any, str], dict[str, Any]]
+) -> RemoteExecutionContext:
+    """Validate one context's members; its ParentContext is loaded by the same format later."""
     try:
-        return RemoteExecutionContext.model_validate(members)
+        context = RemoteExecutionContext.model_validate(members)
     except ValidationError as exc:
         raise MalformedMessage(
             Reason.SCHEMA_VIOLATION,
             "not a valid RemoteExecutionContext: " + json_format.describe_validation(exc),
         ) from exc
+    parent = members.get(json_format.PARENT)
+    if parent is not None:
+        raw, path = parent
+        context._parent_loader = lambda: _context(to_members(raw, path), to_members)
+    return context

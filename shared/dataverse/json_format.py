@@ -11,7 +11,6 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import accumulate
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -30,13 +29,14 @@ from shared.verdicts import Reason
 
 PARAMETER_COLLECTIONS = ("InputParameters", "OutputParameters", "SharedVariables")
 IMAGE_COLLECTIONS = ("PreEntityImages", "PostEntityImages")
+#: Where a format leaves the raw ParentContext (and its path) for decode() to load lazily.
+PARENT = "__parent__"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATE = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/")
-# A JSON string literal, unrolled so the scan stays linear on hostile input.
-_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_STRING = re.compile(rb'"[^"]*"')
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_QUOTING_ESCAPES = re.compile(rb'\\[\\"]')
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
@@ -45,12 +45,30 @@ def schema_violation(path: str, problem: str) -> NoReturn:
     raise MalformedMessage(Reason.SCHEMA_VIOLATION, f"{path}: {problem}")
 
 
-def nesting_depth(body: bytes) -> int:
-    """Deepest ``[``/``{`` nesting of a JSON text, outside string literals, without parsing it."""
-    brackets = _STRING_LITERAL.sub(b"", body).translate(None, _NOT_BRACKETS)
-    if not brackets:
-        return 0
-    return max(accumulate(_STEP[b] for b in brackets))
+def nesting_depth(body: bytes, limit: int = 1000) -> int:
+    """Deepest ``[``/``{`` nesting of a JSON text outside strings, without parsing it; any
+    depth over ``limit`` is reported as ``limit + 1``.
+
+    All in C-speed bytes operations: drop the escapes that matter (``\\\\`` and ``\\"``), keep
+    only quotes and brackets, drop string literals, then peel innermost ``[]``/``{}`` pairs one
+    level per pass. Openers left unclosed (a truncated or hostile body) count as depth too.
+    """
+    quoted = _QUOTING_ESCAPES.sub(b"", body).translate(None, _NOT_STRUCTURE)
+    skeleton = quoted.replace(b'""', b"")  # strings holding no bracket, the usual case
+    if b'"' in skeleton:  # some string holds a bracket: pair the quotes properly
+        skeleton = _STRING.sub(b"", quoted)
+    depth = 0
+    while depth <= limit:
+        # one level per pass: mark every innermost pair first, so a pair that only becomes
+        # innermost within this pass waits for the next one
+        peeled = skeleton.replace(b"[]", b".").replace(b"{}", b".").replace(b".", b"")
+        if len(peeled) == len(skeleton):
+            break
+        skeleton = peeled
+        depth += 1
+    if depth > limit:
+        return limit + 1
+    return min(limit + 1, depth + skeleton.count(b"[") + skeleton.count(b"{"))
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -68,11 +86,10 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse(text: str, raw: bytes, max_depth: int) -> dict[str, Any]:
     """Parse a JSON body into the context's plain members (collections become dicts)."""
-    depth = nesting_depth(raw)
-    if depth > max_depth:
+    if nesting_depth(raw, max_depth) > max_depth:
         raise MalformedMessage(
             Reason.NESTING_TOO_DEEP,
-            f"JSON nests {depth} levels deep; the limit is {max_depth} (real contexts use ~20)",
+            f"JSON nests more than {max_depth} levels deep, the limit (real contexts use ~20)",
         )
     try:
         document = json.loads(
@@ -129,11 +146,11 @@ def context_members(obj: dict[str, Any], path: str) -> dict[str, Any]:
         members["OwningExtension"] = entity_reference(
             obj["OwningExtension"], f"{path}.OwningExtension"
         )
-    parent = obj.get("ParentContext")
+    parent = members.pop("ParentContext", None)
     if parent is not None:
         if not isinstance(parent, dict):
             schema_violation(f"{path}.ParentContext", "expected an object or null")
-        members["ParentContext"] = context_members(parent, f"{path}.ParentContext")
+        members[PARENT] = (parent, f"{path}.ParentContext")  # decoded when first read
     return members
 
 

@@ -1,19 +1,21 @@
 """Pydantic models of ``Microsoft.Xrm.Sdk.RemoteExecutionContext`` and the values it carries.
 
 Both wire formats (``json_format``, ``xml_format``) turn their dialect into these models, so
-the rules and the audit see one clean shape. Collections that Dataverse sends as key/value
+the rules and the audit see one clean shape. ``ParentContext`` is kept raw and decoded on first
+read (``parent_context``). Collections that Dataverse sends as key/value
 lists are dicts here, in message order. Unknown members are ignored, since newer Dataverse
 builds add members (reference §3.2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_pascal
 
 
@@ -114,7 +116,16 @@ class RemoteExecutionContext(_WireModel):
     pre_entity_images: dict[str, Entity] = Field(default_factory=dict)
     post_entity_images: dict[str, Entity] = Field(default_factory=dict)
     owning_extension: EntityReference | None = None
-    parent_context: RemoteExecutionContext | None = None
+    _parent_loader: Callable[[], RemoteExecutionContext] | None = PrivateAttr(default=None)
+
+    @property
+    def parent_context(self) -> RemoteExecutionContext | None:
+        """The calling pipeline's context, decoded when first read.
+
+        The verdict never reads it (reference §3.7), so decoding it eagerly would double the
+        work of every message; a malformed parent raises MalformedMessage here, when read.
+        """
+        return self._parent_loader() if self._parent_loader is not None else None
 
     @property
     def target(self) -> Entity | None:

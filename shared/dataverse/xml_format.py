@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from shared.dataverse.json_format import (
     IMAGE_COLLECTIONS,
     PARAMETER_COLLECTIONS,
+    PARENT,
     describe_validation,
     schema_violation,
 )
@@ -129,7 +130,7 @@ def context_members(root: Element, path: str) -> dict[str, Any]:
         elif name in IMAGE_COLLECTIONS:
             members[name] = {key: entity(v, f"{where}[{key!r}]") for key, v in pairs(child, where)}
         elif name == "ParentContext":
-            members[name] = context_members(child, where)
+            members[PARENT] = (child, where)  # decoded when first read
         elif name == "OwningExtension":
             members[name] = entity_reference(child, where)
         elif name == "OperationCreatedOn":
