@@ -24,7 +24,10 @@ MIX = (
 )
 # GUIDs in the samples that make an event distinct; each message gets fresh ones.
 VARIED = (
-    "PrimaryEntityId", "OperationId", "CorrelationId", "RequestId",
+    "PrimaryEntityId",
+    "OperationId",
+    "CorrelationId",
+    "RequestId",
 )
 
 

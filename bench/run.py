@@ -9,6 +9,7 @@ are compared.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
@@ -50,17 +51,17 @@ def floor(corpus: Sequence[InboundMessage]) -> None:
         if message.content_type == "application/xml":
             ET.fromstring(message.body)
         else:
-            try:
+            with contextlib.suppress(ValueError):
                 json.loads(message.body)
-            except ValueError:
-                pass
 
 
 def naive(corpus: Sequence[InboundMessage], path: Path) -> None:
     """A typical hand-written function: json.loads, walk the dicts, one INSERT + commit each."""
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, session TEXT, "
-               "regarding TEXT, logical TEXT, message TEXT, body TEXT)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, session TEXT, "
+        "regarding TEXT, logical TEXT, message TEXT, body TEXT)"
+    )
     for message in corpus:
         if message.content_type != "application/json":
             continue
@@ -74,10 +75,17 @@ def naive(corpus: Sequence[InboundMessage], path: Path) -> None:
                 for attribute in parameter["value"].get("Attributes", []):
                     if attribute["key"] == "regardingobjectid":
                         regarding = attribute["value"]
-        db.execute("INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?, ?)", (
-            context.get("OperationId"), context.get("PrimaryEntityId"),
-            (regarding or {}).get("Id"), (regarding or {}).get("LogicalName"),
-            context.get("MessageName"), json.dumps(context)))
+        db.execute(
+            "INSERT OR IGNORE INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                context.get("OperationId"),
+                context.get("PrimaryEntityId"),
+                (regarding or {}).get("Id"),
+                (regarding or {}).get("LogicalName"),
+                context.get("MessageName"),
+                json.dumps(context),
+            ),
+        )
         db.commit()
     db.close()
 
@@ -99,17 +107,26 @@ def decide(corpus: Sequence[InboundMessage]) -> None:
 
 def pipeline_run(corpus: Sequence[InboundMessage], pipeline: Pipeline) -> None:
     for start in range(0, len(corpus), BATCH):
-        pipeline.handle(corpus[start:start + BATCH])
+        pipeline.handle(corpus[start : start + BATCH])
 
 
 def cold_start(runs: int) -> tuple[float, float]:
     """Median import time of function_app, and of azure.functions + pydantic alone."""
+
     def median(code: str) -> float:
         times = []
         for _ in range(runs):
-            out = subprocess.run([sys.executable, "-c", f"import time; t=time.perf_counter(); "
-                                  f"{code}; print(time.perf_counter()-t)"], cwd=ROOT,
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    f"import time; t=time.perf_counter(); {code}; print(time.perf_counter()-t)",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             times.append(float(out.stdout.strip().splitlines()[-1]))
         return statistics.median(times)
 
@@ -120,24 +137,39 @@ def cold_start(runs: int) -> tuple[float, float]:
 
 def first_invocation(runs: int) -> float:
     """Median of import + the first queue invocation (settings, store, one message)."""
-    code = ("import time, os; t=time.perf_counter(); import function_app; "
-            "from bench.cold import first_call; first_call(); print(time.perf_counter()-t)")
+    code = (
+        "import time, os; t=time.perf_counter(); import function_app; "
+        "from bench.cold import first_call; first_call(); print(time.perf_counter()-t)"
+    )
     times = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
             env = {**os.environ, "AUDIT_SQLITE_PATH": f"{tmp}/a.sqlite3"}
-            out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             times.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(times)
 
 
 def memory(count: int) -> list[tuple[int, float]]:
     """Peak RSS (MiB) after streaming 10%, 50% and 100% of ``count`` messages."""
-    out = subprocess.run([sys.executable, "-m", "bench.memory", str(count)], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
-    return [(int(n), float(mib)) for n, mib in (line.split() for line in
-                                                out.stdout.strip().splitlines())]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.memory", str(count)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [
+        (int(n), float(mib))
+        for n, mib in (line.split() for line in out.stdout.strip().splitlines())
+    ]
 
 
 def table_store_rate(corpus: Sequence[InboundMessage], tmp: Path) -> float | None:
@@ -181,8 +213,9 @@ def main() -> int:
         naive_n = min(n, 2_000)  # one fsync per message: measured on a slice
         naive_rate = naive_n / timed(lambda: naive(corpus[:naive_n], tmp / "naive.sqlite3"), 1)
         rows.append(("floor: json.loads / xml.etree per body", rate_floor, ""))
-        rows.append((f"naive: json.loads + walk + INSERT/commit each (n={naive_n})",
-                     naive_rate, ""))
+        rows.append(
+            (f"naive: json.loads + walk + INSERT/commit each (n={naive_n})", naive_rate, "")
+        )
         rows.append(("decode only", n / timed(lambda: decode_only(corpus)), ""))
         decide_rate = n / timed(lambda: decide(corpus))
         rows.append(("decode + judge + record (no I/O)", decide_rate, "target >= 1.0x floor"))
@@ -194,17 +227,28 @@ def main() -> int:
             store.close()
 
         sqlite_rate = n / timed(sqlite_run)
-        rows.append((f"full pipeline, SQLite, batches of {BATCH}", sqlite_rate,
-                     f"target >= 0.7x floor and >= 5x naive "
-                     f"(is {sqlite_rate / naive_rate:.1f}x naive)"))
-        table_rate = table_store_rate(corpus[:args.table_n], tmp)
+        rows.append(
+            (
+                f"full pipeline, SQLite, batches of {BATCH}",
+                sqlite_rate,
+                f"target >= 0.7x floor and >= 5x naive (is {sqlite_rate / naive_rate:.1f}x naive)",
+            )
+        )
+        table_rate = table_store_rate(corpus[: args.table_n], tmp)
         if table_rate is not None:
-            rows.append((f"full pipeline, Table store on Azurite (n={args.table_n})",
-                         table_rate, "local emulator over HTTP"))
+            rows.append(
+                (
+                    f"full pipeline, Table store on Azurite (n={args.table_n})",
+                    table_rate,
+                    "local emulator over HTTP",
+                )
+            )
 
     console = Console(width=140)
-    table = Table(title=f"throughput on {n:,} messages ({os.cpu_count()} cores, "
-                        f"Python {sys.version.split()[0]})")
+    table = Table(
+        title=f"throughput on {n:,} messages ({os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]})"
+    )
     for column in ("path", "messages/s", "x floor", "note"):
         table.add_column(column)
     for name, rate, note in rows:
@@ -218,8 +262,12 @@ def main() -> int:
         cold.add_column(column)
     cold.add_row("import azure.functions, pydantic", f"{bare:.3f}", "1.00", "the bare imports")
     cold.add_row("import function_app", f"{app:.3f}", f"{app / bare:.2f}", "target <= 1.3x")
-    cold.add_row("import + first invocation", f"{first:.3f}", f"{first / bare:.2f}",
-                 "settings, SQLite store, one message")
+    cold.add_row(
+        "import + first invocation",
+        f"{first:.3f}",
+        f"{first / bare:.2f}",
+        "settings, SQLite store, one message",
+    )
     console.print(cold)
 
     points = memory(args.memory_n)

@@ -37,9 +37,13 @@ class Azurite:
 
     def __init__(self, log_dir: Path, location: Path | None = None) -> None:
         if shutil.which("node") is None:
-            raise AzuriteUnavailable("Node.js is not installed: the Table store tests need it for Azurite")
+            raise AzuriteUnavailable(
+                "Node.js is not installed: the Table store tests need it for Azurite"
+            )
         if not AZURITE_TABLE.exists():
-            raise AzuriteUnavailable(f"{AZURITE_TABLE} is missing: run `npm ci` (make install does)")
+            raise AzuriteUnavailable(
+                f"{AZURITE_TABLE} is missing: run `npm ci` (make install does)"
+            )
         self.port = free_port()
         self.location = location
         self.log = log_dir / f"azurite-{self.port}.log"

@@ -88,7 +88,8 @@ def test_registered_functions_and_their_bindings():
         {
             "direction": "IN",
             "type": "serviceBusTrigger",
-            "name": "message",
+            "name": "messages",
+            "cardinality": "MANY",
             "connection": "ServiceBusConnection",
             "queueName": "%PROCESS_SESSION_QUEUE%",
             "autoCompleteMessages": False,
@@ -98,7 +99,8 @@ def test_registered_functions_and_their_bindings():
         {
             "direction": "IN",
             "type": "serviceBusTrigger",
-            "name": "message",
+            "name": "messages",
+            "cardinality": "MANY",
             "connection": "ServiceBusConnection",
             "topicName": "%PROCESS_SESSION_TOPIC%",
             "subscriptionName": "%PROCESS_SESSION_SUBSCRIPTION%",
@@ -113,7 +115,7 @@ def test_registered_functions_and_their_bindings():
 def test_each_sample_is_settled_by_its_outcome(trigger, wired, samples, store):
     actions = RecordingActions()
     for sample in samples.values():
-        trigger(_sdk_message(sample), actions)
+        trigger([_sdk_message(sample)], actions)
     by_id = {call[1]: call for call in actions.calls}
     kinds = {name: by_id[s.message.message_id][0] for name, s in samples.items()}
     assert kinds == {
@@ -138,10 +140,10 @@ def test_store_outage_abandons_and_never_completes(wired, samples, store):
     wired.down = True
     actions = RecordingActions()
     sample = samples["json-create-bankaccount"]
-    process_session.process_session_queue(_sdk_message(sample), actions)
+    process_session.process_session_queue([_sdk_message(sample)], actions)
     assert [c[0] for c in actions.calls] == ["abandon"]
     wired.down = False
-    process_session.process_session_queue(_sdk_message(sample), actions)
+    process_session.process_session_queue([_sdk_message(sample)], actions)
     assert [c[0] for c in actions.calls] == ["abandon", "complete"]
     assert store.count() == 1
 
@@ -152,8 +154,8 @@ def test_failed_settlement_does_not_stop_the_others(wired, samples):
             raise RuntimeError("lock lost")
 
     actions = LostLock()
-    process_session.process_session_queue(_sdk_message(samples["malformed-truncated"]), actions)
-    process_session.process_session_queue(_sdk_message(samples["json-delete"]), actions)
+    process_session.process_session_queue([_sdk_message(samples["malformed-truncated"])], actions)
+    process_session.process_session_queue([_sdk_message(samples["json-delete"])], actions)
     assert [c[0] for c in actions.calls] == ["deadletter"]
 
 
@@ -188,3 +190,38 @@ def test_importing_the_app_reads_no_settings_and_opens_no_store(tmp_path):
         capture_output=True,
     )
     assert not db.exists()
+
+
+def test_a_mixed_batch_is_written_once_and_settled_message_by_message(wired, samples, store):
+    class CountingStore(FlakyStore):
+        writes = 0
+
+        def write(self, entries):
+            CountingStore.writes += 1
+            return super().write(entries)
+
+    counting = CountingStore(store)
+    actions = RecordingActions()
+    batch = [_sdk_message(s) for s in samples.values()]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runtime, "pipeline", lambda: Pipeline(counting))
+        process_session.process_session_queue(batch, actions)
+    assert CountingStore.writes == 1
+    kinds = sorted(call[0] for call in actions.calls)
+    assert kinds == ["complete"] * 7 + ["deadletter"] * 2
+    assert store.count() == 5
+
+
+def test_a_store_failure_in_a_batch_completes_no_message_that_has_an_entry(wired, samples, store):
+    wired.down = True
+    actions = RecordingActions()
+    process_session.process_session_queue([_sdk_message(s) for s in samples.values()], actions)
+    by_id = {call[1]: call[0] for call in actions.calls}
+    for name, sample in samples.items():
+        expected = sample.expected["verdict"]
+        got = by_id[sample.message.message_id]
+        if expected in ("accepted", "rejected"):
+            assert got == "abandon", name
+        else:
+            assert got == ("deadletter" if expected == "malformed" else "complete"), name
+    assert store.count() == 0

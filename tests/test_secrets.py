@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from devtools.azurite import KEY, free_port
 from shared.bootstrap import build_pipeline
 from shared.errors import ServiceError
 from shared.settings import load_settings
-from devtools.azurite import KEY, free_port
 from tests.conftest import load_samples
 
 ROOT = Path(__file__).resolve().parent.parent

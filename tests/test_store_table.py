@@ -7,11 +7,11 @@ import logging
 import pytest
 
 import shared.stores.table as table_module
+from devtools.azurite import KEY, free_port
 from shared.errors import StoreRejected, StoreUnavailable
 from shared.pipeline import Pipeline, evaluate
 from shared.stores.table import TableAuditStore, to_entities
 from shared.verdicts import Settlement
-from devtools.azurite import KEY, free_port
 from tests.conftest import table_store
 from tests.entries import make_entry, synthetic_message
 

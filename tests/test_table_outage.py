@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from devtools.azurite import Azurite
 from shared.envelope import InboundMessage
 from shared.pipeline import Pipeline
 from shared.verdicts import Settlement
-from devtools.azurite import Azurite
 from tests.conftest import table_store
 from tests.entries import synthetic_message
 
