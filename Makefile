@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: install install-node run run-files test lint unit fuzz samples clean
+.PHONY: install install-node run run-files test lint unit fuzz bench samples clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed (azure-functions 1.x)")'
@@ -49,6 +49,10 @@ unit: install install-node
 ## fuzz: the long hypothesis profile over the decoder (20,000 examples per property)
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py tests/test_properties.py
+
+## bench: throughput vs the parse floor, the naive baseline, Table store, cold start, memory
+bench: install install-node
+	$(PY) -m bench.run
 
 ## samples: compare `inspect` with the team's published expectations (needs ../shared)
 samples: install

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.envelope import InboundMessage, from_received_message
 from shared.errors import MalformedMessage
-from shared.pipeline import Outcome, Pipeline
 from shared.verdicts import Settlement
+
+if TYPE_CHECKING:  # the pipeline (pydantic models) loads on the first invocation, not at indexing
+    from shared.pipeline import Outcome, Pipeline
 
 log = logging.getLogger(__name__)
 

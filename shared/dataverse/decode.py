@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.dataverse import json_format, xml_format
+from shared.dataverse import json_format
 from shared.dataverse.model import RemoteExecutionContext
 from shared.errors import MalformedMessage
 from shared.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_NESTING_DEPTH
@@ -88,6 +88,8 @@ def decode(
     if kind == JSON:
         members = json_format.parse(text, body, limits.max_nesting_depth)
         return _context(members, json_format.context_members)
+    from shared.dataverse import xml_format  # defusedxml loads only when XML arrives
+
     return _context(xml_format.parse(body, limits.max_nesting_depth), xml_format.context_members)
 
 
