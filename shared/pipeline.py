@@ -8,6 +8,7 @@ durably stored is never settled as complete; it is retried (the broker redeliver
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from shared.errors import MalformedMessage, StoreRejected
 from shared.rules import judge
 from shared.settings import Settings
 from shared.stores.base import AuditStore
+from shared.telemetry import Telemetry
 from shared.verdicts import Reason, Settlement, Verdict
 
 log = logging.getLogger(__name__)
@@ -119,10 +121,12 @@ class Pipeline:
         store: AuditStore,
         policy: Policy = Policy(),
         clock: Callable[[], datetime] = _now,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
+        self.telemetry = telemetry or Telemetry()
         if not policy.allowed_organization_ids:
             logging.getLogger("shared.trust").warning(
                 "ALLOWED_ORGANIZATION_IDS is empty: messages from any Dataverse organization "
@@ -133,12 +137,14 @@ class Pipeline:
         """Decide every message, store all entries in one write, and settle each by its own
         outcome: an entry the store could not take is retried, one it refuses for good is
         dead-lettered; messages without an entry never wait on the store."""
+        started = time.perf_counter()
         decisions = [evaluate(m, self.policy, self.clock) for m in messages]
         failures = self._store([d.entry for d in decisions if d.entry is not None])
         outcomes = [
             failures.get(d.entry.entry_id, _ok)(m, d) if d.entry else _ok(m, d)
             for m, d in zip(messages, decisions, strict=True)
         ]
+        self.telemetry.record(outcomes, time.perf_counter() - started)
         for outcome in outcomes:
             _log_outcome(outcome)
         return outcomes
@@ -185,6 +191,8 @@ def _rejected(exc: StoreRejected) -> _Settler:
 
 
 def _log_outcome(outcome: Outcome) -> None:
+    """One line per message; its fields are record attributes (custom dimensions in
+    Application Insights), never the body."""
     decision, message = outcome.decision, outcome.message
     fields = {
         "message_id": message.message_id,
@@ -204,5 +212,5 @@ def _log_outcome(outcome: Outcome) -> None:
         fields["reason"],
         fields["settlement"],
         f": {outcome.description}" if outcome.description and level > logging.INFO else "",
-        extra={"audit": fields},
+        extra=fields,
     )

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="SERVICEBUS_FULLY_QUALIFIED_NAMESPACE: <ns>.servicebus.windows.net, with "
         "DefaultAzureCredential (the production default)",
     )
+    applicationinsights_connection_string: SecretStr | None = Field(
+        None,
+        description="APPLICATIONINSIGHTS_CONNECTION_STRING: metrics and logs to "
+        "Application Insights; unset = nothing exported",
+    )
     process_session_queue: str | None = Field(None, description="PROCESS_SESSION_QUEUE")
     process_session_topic: str | None = Field(None, description="PROCESS_SESSION_TOPIC")
     process_session_subscription: str | None = Field(
