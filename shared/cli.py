@@ -28,6 +28,7 @@ from shared.console import console, dead_letter_table, entries_table, outcomes_t
 from shared.envelope import InboundMessage, from_files, properties_path_for
 from shared.errors import ServiceError
 from shared.pipeline import Pipeline, Policy, evaluate
+from shared.registration import DEFAULT_OLD_VALUE_COLUMNS, RegistrationError
 from shared.settings import Settings, StoreKind, load_settings
 from shared.stores import AuditStore, all_pages, build_store
 from shared.verdicts import Settlement, Verdict
@@ -276,6 +277,58 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from shared.registration import Registrar, Registration, WebApi
+
+    sas_key = os.environ.get("DATAVERSE_SAS_KEY", "")
+    if not sas_key:
+        raise ValueError(
+            "set DATAVERSE_SAS_KEY to the key of the send-only SAS rule "
+            "(never pass it on the command line)"
+        )
+    if bool(args.queue) == bool(args.topic):
+        raise ValueError("name either --queue or --topic")
+    url = args.environment_url.rstrip("/")
+    registration = Registration(
+        namespace=args.namespace,
+        entity=args.queue or args.topic,
+        kind="queue" if args.queue else "topic",
+        sas_key_name=args.sas_key_name,
+        sas_key=sas_key,
+        endpoint_name=args.endpoint_name,
+        old_value_columns=args.old_value_columns,
+    )
+    report = Registrar(
+        WebApi(url, _dataverse_token(url)), dry_run=args.dry_run, rotate_key=args.rotate_key
+    ).register(registration)
+    verb = "would send" if args.dry_run else "sent"
+    for request in report.writes:
+        print(request.show())
+    for label in report.unchanged:
+        print(f"unchanged: {label}")
+    print(
+        f"{verb} {len(report.writes)} write(s); {len(report.unchanged)} row(s) already as wanted",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _dataverse_token(environment_url: str) -> Any:
+    """A bearer token for the environment: DATAVERSE_ACCESS_TOKEN if set (e.g. from
+    ``az account get-access-token``), else DefaultAzureCredential."""
+    import os
+
+    fixed = os.environ.get("DATAVERSE_ACCESS_TOKEN")
+    if fixed:
+        return lambda: fixed
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential()
+    return lambda: credential.get_token(f"{environment_url}/.default").token
+
+
 def _entity_options(parser: argparse.ArgumentParser, subscription: bool = True) -> None:
     parser.add_argument("--queue", help="queue name (default: PROCESS_SESSION_QUEUE)")
     parser.add_argument("--topic", help="topic name (default: PROCESS_SESSION_TOPIC)")
@@ -362,6 +415,34 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="only say what would be replayed")
     replay.add_argument("--max", type=int, default=1000)
     replay.set_defaults(handler=cmd_dlq_replay)
+
+    register = commands.add_parser(
+        "register", help="register the service endpoint, steps and images in Dataverse"
+    )
+    register.add_argument("--environment-url", required=True, help="https://<org>.crm.dynamics.com")
+    register.add_argument("--namespace", required=True, help="Service Bus namespace name")
+    register.add_argument("--queue", help="the queue Dataverse posts to")
+    register.add_argument("--topic", help="or the topic")
+    register.add_argument(
+        "--sas-key-name",
+        required=True,
+        help="the send-only rule; its key comes from DATAVERSE_SAS_KEY",
+    )
+    register.add_argument("--endpoint-name", default="ProcessSessionAudit")
+    register.add_argument(
+        "--old-value-columns",
+        default=DEFAULT_OLD_VALUE_COLUMNS,
+        help="columns of the Update step's PreImage",
+    )
+    register.add_argument(
+        "--rotate-key",
+        action="store_true",
+        help="send the SAS key to an existing endpoint (after a rotation)",
+    )
+    register.add_argument(
+        "--dry-run", action="store_true", help="read, print the writes it would make, write nothing"
+    )
+    register.set_defaults(handler=cmd_register)
     return parser
 
 
@@ -383,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ServiceError, AzureError) as exc:  # e.g. a store or broker is unreachable
+    except (ServiceError, AzureError, RegistrationError) as exc:  # a store, broker or API
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -212,3 +213,11 @@ def servicebus(broker):
 
     with ServiceBusClient.from_connection_string(broker.connection_string) as client:
         yield client
+
+
+@functools.cache
+def registered_functions() -> tuple[Any, ...]:
+    """The app's functions, indexed once (``app.get_functions()`` refuses a second call)."""
+    from function_app import app
+
+    return tuple(app.get_functions())

@@ -19,10 +19,10 @@ from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus._pyamqp.message import Message, Properties  # private: SDK pinned <8
 
 import functions.process_session as process_session
-from function_app import app
 from functions import runtime
 from shared.pipeline import Pipeline
 from shared.settlement import MAX_DESCRIPTION
+from tests.conftest import registered_functions
 from tests.pipeline_doubles import FlakyStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def wired(store, monkeypatch):
 
 def test_registered_functions_and_their_bindings():
     functions = {
-        f.get_function_name(): json.loads(f.get_function_json()) for f in app.get_functions()
+        f.get_function_name(): json.loads(f.get_function_json()) for f in registered_functions()
     }
     assert set(functions) == {
         "process_session_queue",

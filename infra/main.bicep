@@ -1,0 +1,53 @@
+// Entry point for `azd up`: a resource group and everything the audit service needs in it.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names and tags derive from it.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource (must offer Flex Consumption).')
+param location string
+
+@description('Comma-separated Dataverse OrganizationIds to accept; empty accepts any (a warning is logged).')
+param allowedOrganizationIds string = ''
+
+@description('Dataverse posts to a topic + subscription instead of a queue.')
+param useTopic bool = false
+
+@description('Columns whose values are replaced by a marker in the audit changes, e.g. comments,inputarguments.')
+param redactColumns string = ''
+
+@description('Resource group name; default rg-<environmentName>.')
+param resourceGroupName string = ''
+
+var tags = { 'azd-env-name': environmentName }
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module resources 'resources.bicep' = {
+  name: 'processsession-audit'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    environmentName: environmentName
+    allowedOrganizationIds: allowedOrganizationIds
+    useTopic: useTopic
+    redactColumns: redactColumns
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = resources.outputs.functionAppName
+output SERVICEBUS_NAMESPACE string = resources.outputs.serviceBusNamespace
+output SERVICEBUS_ENTITY string = resources.outputs.serviceBusEntity
+output SERVICEBUS_ENTITY_KIND string = useTopic ? 'topic' : 'queue'
+output SERVICEBUS_SEND_RULE string = resources.outputs.sendRuleName
+output AUDIT_TABLE_ENDPOINT string = resources.outputs.auditTableEndpoint

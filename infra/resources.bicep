@@ -1,0 +1,281 @@
+// The audit service: Flex Consumption Function App (Linux, Python 3.11) with a user-assigned
+// managed identity; Service Bus namespace with the queue (or topic + subscription) and a
+// Send-only rule for Dataverse; one storage account for the host, the deployment package and
+// the audit table; Application Insights on Log Analytics. No keys in app settings: every
+// connection is identity-based.
+param location string
+param tags object
+param environmentName string
+param allowedOrganizationIds string
+param useTopic bool
+param redactColumns string
+
+param queueName string = 'processsession-events'
+param topicName string = 'processsession-events'
+param subscriptionName string = 'audit'
+@description('Peek-lock duration; a batch must finish well within it (the host does not renew batch locks).')
+param lockDuration string = 'PT1M'
+param maxDeliveryCount int = 10
+param auditTableName string = 'processsessionaudit'
+param instanceMemoryMB int = 2048
+param maximumInstanceCount int = 100
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var deploymentContainerName = 'app-package-${take(token, 32)}'
+var sendRuleName = 'dataverse-send'
+
+// Built-in role definition ids.
+var roles = {
+  serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${token}'
+  location: location
+  tags: tags
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'st${take(token, 22)}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: { name: 'Standard_LRS' }
+  properties: {
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource auditTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: auditTableName
+}
+
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${token}'
+  location: location
+  tags: tags
+  properties: {
+    sku: { name: 'PerGB2018' }
+    retentionInDays: 30
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${token}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logs.id
+    DisableLocalAuth: true
+  }
+}
+
+resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
+  name: 'sb-${token}'
+  location: location
+  tags: tags
+  sku: { name: 'Standard', tier: 'Standard' }
+  properties: {
+    minimumTlsVersion: '1.2'
+    // Dataverse authenticates with a SAS key (the Send-only rule below); the app uses its identity.
+    disableLocalAuth: false
+  }
+}
+
+var entityProperties = {
+  lockDuration: lockDuration
+  maxDeliveryCount: maxDeliveryCount
+  deadLetteringOnMessageExpiration: true
+  requiresSession: false
+}
+
+resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = if (!useTopic) {
+  parent: serviceBus
+  name: queueName
+  properties: entityProperties
+}
+
+resource queueSendRule 'Microsoft.ServiceBus/namespaces/queues/authorizationRules@2022-10-01-preview' = if (!useTopic) {
+  parent: queue
+  name: sendRuleName
+  properties: { rights: [ 'Send' ] }
+}
+
+resource topic 'Microsoft.ServiceBus/namespaces/topics@2022-10-01-preview' = if (useTopic) {
+  parent: serviceBus
+  name: topicName
+}
+
+resource topicSendRule 'Microsoft.ServiceBus/namespaces/topics/authorizationRules@2022-10-01-preview' = if (useTopic) {
+  parent: topic
+  name: sendRuleName
+  properties: { rights: [ 'Send' ] }
+}
+
+resource subscriptionEntity 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2022-10-01-preview' = if (useTopic) {
+  parent: topic
+  name: subscriptionName
+  properties: entityProperties
+}
+
+// Replaces the subscription's default match-all rule: only processsession events reach it.
+resource subscriptionFilter 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@2022-10-01-preview' = if (useTopic) {
+  parent: subscriptionEntity
+  name: '$Default'
+  properties: {
+    filterType: 'SqlFilter'
+    sqlFilter: {
+      sqlExpression: '"http://schemas.microsoft.com/xrm/2011/Claims/EntityLogicalName" = \'processsession\''
+    }
+  }
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: 'plan-${token}'
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: { tier: 'FlexConsumption', name: 'FC1' }
+  properties: { reserved: true }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: 'func-${token}'
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identity.id}': {} }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: { minTlsVersion: '1.2' }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: { name: 'python', version: '3.11' }
+    }
+  }
+
+  // Every setting the code or the host reads (tests/test_infra.py checks the list).
+  resource appSettings 'config' = {
+    name: 'appsettings'
+    properties: {
+      AzureWebJobsStorage__accountName: storage.name
+      AzureWebJobsStorage__credential: 'managedidentity'
+      AzureWebJobsStorage__clientId: identity.properties.clientId
+      ServiceBusConnection__fullyQualifiedNamespace: '${serviceBus.name}.servicebus.windows.net'
+      ServiceBusConnection__credential: 'managedidentity'
+      ServiceBusConnection__clientId: identity.properties.clientId
+      PROCESS_SESSION_QUEUE: queueName
+      PROCESS_SESSION_TOPIC: topicName
+      PROCESS_SESSION_SUBSCRIPTION: subscriptionName
+      'AzureWebJobs.process_session_queue.Disabled': useTopic ? 'true' : 'false'
+      'AzureWebJobs.process_session_topic.Disabled': useTopic ? 'false' : 'true'
+      AUDIT_STORE: 'table'
+      AUDIT_TABLE_ENDPOINT: storage.properties.primaryEndpoints.table
+      AUDIT_TABLE_NAME: auditTableName
+      AUDIT_REDACT_COLUMNS: redactColumns
+      AZURE_CLIENT_ID: identity.properties.clientId
+      ALLOWED_ORGANIZATION_IDS: allowedOrganizationIds
+      APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+      PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+    }
+  }
+}
+
+resource receiverRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: serviceBus
+  name: guid(serviceBus.id, identity.id, roles.serviceBusDataReceiver)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource blobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, identity.id, roles.storageBlobDataOwner)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource queueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, identity.id, roles.storageQueueDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource tableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, identity.id, roles.storageTableDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource metricsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: appInsights
+  name: guid(appInsights.id, identity.id, roles.monitoringMetricsPublisher)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output functionAppName string = functionApp.name
+output serviceBusNamespace string = serviceBus.name
+output serviceBusEntity string = useTopic ? topicName : queueName
+output sendRuleName string = sendRuleName
+output auditTableEndpoint string = storage.properties.primaryEndpoints.table

@@ -1,0 +1,145 @@
+"""The deployment templates against the code: no Bicep compiler runs here, so the tests read
+the templates as text and check that the app settings they set are exactly the ones the code
+and the Functions host read, and that the names they use exist in the app."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from pydantic import AliasChoices
+
+from shared.settings import Settings
+from tests.conftest import registered_functions
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = (ROOT / "infra" / "resources.bicep").read_text()
+
+# Read by the Functions host or its extensions, not by this code (Learn: identity-based
+# connections, Flex Consumption, Application Insights with Entra auth, disabling functions).
+HOST_SETTINGS = {
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "ServiceBusConnection__credential",
+    "ServiceBusConnection__clientId",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
+}
+# Read by azure-identity's DefaultAzureCredential to pick the user-assigned identity.
+IDENTITY_SETTINGS = {"AZURE_CLIENT_ID"}
+# Settings the code reads that Azure does not need: defaults, or development/worker only.
+NOT_IN_AZURE = {
+    "AUDIT_SQLITE_PATH",  # SQLite is the one-machine store
+    "AUDIT_TABLE_CONNECTION_STRING",  # Azurite / development; Azure uses the identity
+    "AUDIT_MAX_BODY_BYTES",
+    "AUDIT_MAX_NESTING_DEPTH",  # defaults fit Service Bus Standard
+    "SERVICEBUS_CONNECTION_STRING",
+    "ServiceBusConnection",  # worker / development only
+    "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",  # the worker's name for the Functions setting
+}
+
+
+def bicep_app_settings() -> set[str]:
+    block = RESOURCES.split("name: 'appsettings'", 1)[1].split("properties: {", 1)[1]
+    block = block.split("\n    }\n", 1)[0]
+    return {
+        m.group(1) or m.group(2)
+        for m in re.finditer(r"^\s+(?:'([^']+)'|(\w+)):", block, re.MULTILINE)
+    }
+
+
+def code_settings() -> set[str]:
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+        else:
+            names.add(name.upper())
+    return names
+
+
+def binding_settings() -> set[str]:
+    names = set()
+    for function in registered_functions():
+        for binding in json.loads(function.get_function_json())["bindings"]:
+            for value in binding.values():
+                names.update(re.findall(r"%(\w+)%", str(value)))
+    return names
+
+
+def function_names() -> set[str]:
+    return {f.get_function_name() for f in registered_functions()}
+
+
+def test_the_templates_set_exactly_the_settings_that_are_read():
+    in_bicep = bicep_app_settings()
+    disabled = {
+        f"AzureWebJobs.{name}.Disabled"
+        for name in ("process_session_queue", "process_session_topic")
+    }
+    read = (
+        (code_settings() - NOT_IN_AZURE)
+        | binding_settings()
+        | HOST_SETTINGS
+        | IDENTITY_SETTINGS
+        | disabled
+    )
+    assert in_bicep == read
+
+
+def test_disabled_settings_name_registered_functions():
+    for setting in re.findall(r"'AzureWebJobs\.(\w+)\.Disabled'", RESOURCES):
+        assert setting in function_names()
+
+
+def test_no_key_or_connection_string_in_the_app_settings():
+    block = RESOURCES.split("name: 'appsettings'", 1)[1].split("\n    }\n", 1)[0]
+    assert "listKeys" not in block
+    assert "AccountKey" not in block
+    assert "SharedAccessKey" not in block
+    assert "AUDIT_TABLE_CONNECTION_STRING" not in block
+
+
+def test_roles_the_identity_needs_are_assigned():
+    roles = dict(re.findall(r"(\w+): '([0-9a-f-]{36})'", RESOURCES))
+    assert roles["serviceBusDataReceiver"] == "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
+    assert roles["storageTableDataContributor"] == "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+    assert roles["storageBlobDataOwner"] == "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+    for role in roles:
+        assert f"roles.{role})" in RESOURCES, f"{role} is defined but never assigned"
+
+
+def test_dataverse_gets_a_send_only_rule():
+    rules = re.findall(r"rights: \[ ([^\]]*) \]", RESOURCES)
+    assert rules == ["'Send'", "'Send'"]
+
+
+def test_azd_layout():
+    azure_yaml = (ROOT / "azure.yaml").read_text()
+    assert "host: function" in azure_yaml
+    assert "language: python" in azure_yaml
+    assert (ROOT / "infra" / "main.bicep").exists()
+    parameters = json.loads((ROOT / "infra" / "main.parameters.json").read_text())
+    main = (ROOT / "infra" / "main.bicep").read_text()
+    for name in parameters["parameters"]:
+        assert f"param {name} " in main
+    assert "runtime: { name: 'python', version: '3.11' }" in RESOURCES
+
+
+def test_local_settings_example_names_known_settings():
+    example = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+    known = (
+        code_settings()
+        | binding_settings()
+        | HOST_SETTINGS
+        | {
+            "FUNCTIONS_WORKER_RUNTIME",
+            "AzureWebJobsStorage",
+            "PYTHON_ISOLATE_WORKER_DEPENDENCIES",
+            "AzureWebJobs.process_session_topic.Disabled",
+        }
+    )
+    assert set(example) - known == set()
