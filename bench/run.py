@@ -110,31 +110,34 @@ def pipeline_run(corpus: Sequence[InboundMessage], pipeline: Pipeline) -> None:
         pipeline.handle(corpus[start : start + BATCH])
 
 
+def _median_seconds(code: str, runs: int, env: dict[str, str] | None = None) -> float:
+    """Median over fresh processes of the seconds ``code`` takes (it prints them last)."""
+    times = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **(env or {})},
+        )
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+def _timed_import(modules: str) -> str:
+    return f"import time; t=time.perf_counter(); import {modules}; print(time.perf_counter()-t)"
+
+
 def cold_start(runs: int) -> tuple[float, float, float]:
     """Median import time of function_app, of azure.functions + pydantic alone, and of those
     plus the Service Bus SDK-type extension that explicit settlement requires."""
-
-    def median(code: str) -> float:
-        times = []
-        for _ in range(runs):
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    f"import time; t=time.perf_counter(); {code}; print(time.perf_counter()-t)",
-                ],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            times.append(float(out.stdout.strip().splitlines()[-1]))
-        return statistics.median(times)
-
-    app = median("import function_app")
-    bare = median("import azure.functions, pydantic")
-    extension = median(
-        "import azure.functions, pydantic, azurefunctions.extensions.bindings.servicebus"
+    app = _median_seconds(_timed_import("function_app"), runs)
+    bare = _median_seconds(_timed_import("azure.functions, pydantic"), runs)
+    extension = _median_seconds(
+        _timed_import("azure.functions, pydantic, azurefunctions.extensions.bindings.servicebus"),
+        runs,
     )
     return app, bare, extension
 
@@ -142,23 +145,11 @@ def cold_start(runs: int) -> tuple[float, float, float]:
 def first_invocation(runs: int) -> float:
     """Median of import + the first queue invocation (settings, store, one message)."""
     code = (
-        "import time, os; t=time.perf_counter(); import function_app; "
+        "import time; t=time.perf_counter(); import function_app; "
         "from bench.cold import first_call; first_call(); print(time.perf_counter()-t)"
     )
-    times = []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "AUDIT_SQLITE_PATH": f"{tmp}/a.sqlite3"}
-            out = subprocess.run(
-                [sys.executable, "-c", code],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            times.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(times)
+    with tempfile.TemporaryDirectory() as tmp:
+        return _median_seconds(code, runs, {"AUDIT_SQLITE_PATH": f"{tmp}/a.sqlite3"})
 
 
 def memory(count: int) -> list[tuple[int, float]]:

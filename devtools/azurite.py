@@ -7,13 +7,13 @@ Installed from npm into the repo's own node_modules by `make install` / `.ci/run
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from devtools.processes import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_TABLE = ROOT / "node_modules" / ".bin" / "azurite-table"
@@ -24,12 +24,6 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 
 class AzuriteUnavailable(RuntimeError):
     """Raised when Azurite cannot be started (no Node.js, not installed, did not open)."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Azurite:
@@ -92,13 +86,7 @@ class Azurite:
         time.sleep(6)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        self.process = None
+        """Stop the emulator (SIGTERM shutdown takes 1-3 s) and wait for it to exit."""
+        if self.process is not None:
+            stop_process_group(self.process)
+            self.process = None

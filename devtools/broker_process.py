@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
+import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from devtools.servicebus_broker import free_port
+from devtools.processes import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,24 +50,19 @@ class BrokerProcess:
             text=True,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "listening on" not in line or time.monotonic() > deadline:
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if "listening on" not in line:
             self.stop()
-            raise RuntimeError(f"the local broker did not start: {line!r}")
+            raise RuntimeError(f"the local broker did not start in {timeout} s: {line!r}")
         return self
 
     def stop(self) -> None:
+        """Stop the broker and wait for it to exit."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_process_group(self.process)
         if self.process.stdout:
             self.process.stdout.close()
         self.process = None

@@ -21,7 +21,6 @@ import argparse
 import bisect
 import contextlib
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -43,6 +42,8 @@ from proton import (
     ulong,
 )
 from proton.reactor import Container
+
+from devtools.processes import free_port
 
 MAX_MESSAGE_SIZE = 262_144
 BATCH_FORMAT = 0x80013700
@@ -584,12 +585,6 @@ def parse_entities(
             name = f"{topic}/subscriptions/{sub}"
             entities[name] = entity(name, options)
     return entities, topic_subscriptions
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -338,6 +338,11 @@ def _entity_options(parser: argparse.ArgumentParser, subscription: bool = True) 
         )
 
 
+def _time_range_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", type=_parse_time, help="ISO-8601, inclusive")
+    parser.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m shared.cli",
@@ -369,15 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     entries = commands.add_parser("entries", help="read the audit trail")
     entries.add_argument("--regarding", help="regarding record id (e.g. a bank account)")
     entries.add_argument("--session", help="processsession id")
-    entries.add_argument("--since", type=_parse_time, help="ISO-8601, inclusive")
-    entries.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
+    _time_range_options(entries)
     entries.add_argument("--format", choices=("table", "jsonl"), default="table")
     entries.set_defaults(handler=cmd_entries)
 
     export = commands.add_parser("export", help="stream the audit trail as JSON lines")
     export.add_argument("--format", choices=("jsonl",), default="jsonl")
-    export.add_argument("--since", type=_parse_time, help="ISO-8601, inclusive")
-    export.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
+    _time_range_options(export)
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     export.set_defaults(handler=cmd_export)
 

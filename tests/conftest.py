@@ -6,6 +6,8 @@ import copy
 import functools
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,3 +223,19 @@ def registered_functions() -> tuple[Any, ...]:
     from function_app import app
 
     return tuple(app.get_functions())
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m shared.cli ARGS`` in a fresh process from the repo root, as a user runs it;
+    ``env`` is added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=SAMPLES.parent,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )

@@ -5,25 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import SAMPLES
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import SAMPLES, run_cli
 
 
 def _cli(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUDIT_SQLITE_PATH": str(db), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=check,
-    )
+    return run_cli(*args, env={"AUDIT_SQLITE_PATH": str(db)}, check=check)
 
 
 def test_run_twice_adds_no_entries_the_second_time(tmp_path):
@@ -109,18 +97,9 @@ def test_table_store_from_the_command_line(azurite, tmp_path):
         "AUDIT_TABLE_NAME": "cli" + os.urandom(6).hex(),
         "AUDIT_TABLE_CONNECTION_STRING": azurite.connection_string,
     }
-    env = {**os.environ, **env_store, "COLUMNS": "200"}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
+        return run_cli(*args, env=env_store)
 
     first = cli("run")
     assert "5 new entries; the store (table " in first.stdout
@@ -132,19 +111,11 @@ def test_table_store_from_the_command_line(azurite, tmp_path):
 
 def test_unreachable_store_is_a_clear_error_not_a_traceback(tmp_path):
     env = {
-        **os.environ,
         "AUDIT_STORE": "table",
         "AUDIT_TABLE_CONNECTION_STRING": "DefaultEndpointsProtocol=http;AccountName=a;"
         "AccountKey=c2VjcmV0LWtleS1mb3ItdGVzdHM=;TableEndpoint=http://127.0.0.1:9/a;",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "entries"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("entries", env=env, check=False)
     assert result.returncode == 1
     assert "error: StoreUnavailable: Table Storage opening table" in result.stderr
     assert "Traceback" not in result.stderr

@@ -3,11 +3,6 @@ AD cannot run here; the token is a fixed string): every OData request is checked
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from shared.registration import (
@@ -17,9 +12,9 @@ from shared.registration import (
     RegistrationError,
     WebApi,
 )
+from tests.conftest import run_cli
 from tests.webapi_standin import TOKEN, WebApiStandIn
 
-ROOT = Path(__file__).resolve().parent.parent
 SAS_KEY = "c2VuZC1vbmx5LWtleS1mb3ItdGVzdHM="
 WANTED = Registration(
     namespace="contoso-audit",
@@ -155,11 +150,8 @@ def test_a_refused_request_says_what_and_why(webapi):
 
 
 def test_command_line_dry_run_then_real_run(webapi):
-    env = {**os.environ, "DATAVERSE_ACCESS_TOKEN": TOKEN, "DATAVERSE_SAS_KEY": SAS_KEY}
+    env = {"DATAVERSE_ACCESS_TOKEN": TOKEN, "DATAVERSE_SAS_KEY": SAS_KEY}
     args = [
-        sys.executable,
-        "-m",
-        "shared.cli",
         "register",
         "--environment-url",
         webapi.url,
@@ -170,20 +162,10 @@ def test_command_line_dry_run_then_real_run(webapi):
         "--sas-key-name",
         "dataverse-send",
     ]
-    dry = subprocess.run(
-        [*args, "--dry-run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    dry = run_cli(*args, "--dry-run", env=env)
     assert "would send 5 write(s)" in dry.stderr
     assert SAS_KEY not in dry.stdout + dry.stderr
     assert webapi.writes() == []
-    subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
-    again = subprocess.run(
-        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
-    )
+    run_cli(*args, env=env)
+    again = run_cli(*args, env=env)
     assert "sent 0 write(s); 5 row(s) already as wanted" in again.stderr

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from shared.pipeline import evaluate
-from tests.conftest import SAMPLES, load_samples
+from tests.conftest import SAMPLES, load_samples, run_cli
 
 CASES = sorted(load_samples())
 
@@ -61,22 +59,13 @@ def test_update_regarding_comes_from_post_image(samples):
 
 @pytest.mark.parametrize("name", CASES)
 def test_inspect_command_prints_one_json_object(name, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shared.cli",
-            "--db",
-            str(tmp_path / "a.db"),
-            "inspect",
-            str(SAMPLES / f"{name}.body"),
-            "--properties",
-            str(SAMPLES / f"{name}.properties.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    result = run_cli(
+        "--db",
+        str(tmp_path / "a.db"),
+        "inspect",
+        str(SAMPLES / f"{name}.body"),
+        "--properties",
+        str(SAMPLES / f"{name}.properties.json"),
     )
     printed = json.loads(result.stdout)
     assert set(printed) == {"verdict", "reason", "entry"}

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from devtools.azurite import KEY, free_port
+from devtools.azurite import KEY
+from devtools.processes import free_port
 from shared.bootstrap import build_pipeline
 from shared.errors import ServiceError
 from shared.settings import load_settings
-from tests.conftest import load_samples
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import load_samples, run_cli
 
 
 def _dead_connection_string() -> str:
@@ -54,16 +50,9 @@ def test_secret_never_leaks_on_success_or_failure(
         build_pipeline(load_settings())
     texts += [str(caught.value), repr(caught.value), repr(caught.value.__cause__)]
 
-    env = {**os.environ, "AUDIT_TABLE_CONNECTION_STRING": _dead_connection_string()}
+    env = {"AUDIT_TABLE_CONNECTION_STRING": _dead_connection_string()}
     for command in (["run"], ["entries"], ["export"], ["-v", "run"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "shared.cli", *command],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_cli(*command, env=env, check=False)
         assert done.returncode != 0
         texts += [done.stdout, done.stderr]
 

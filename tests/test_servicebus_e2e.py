@@ -4,12 +4,9 @@ the standalone worker, the pipeline and a real SQLite store."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -18,11 +15,9 @@ from azure.servicebus.exceptions import MessageLockLostError
 from shared.pipeline import Pipeline, Policy
 from shared.servicebus import Source, Worker, peek_dead_letters, replay_dead_letters, send
 from shared.verdicts import Settlement
-from tests.conftest import load_samples
+from tests.conftest import load_samples, run_cli
 from tests.entries import synthetic_message
 from tests.pipeline_doubles import FlakyStore
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _peek(servicebus, source: Source):
@@ -169,23 +164,13 @@ def test_topic_fans_out_and_the_worker_reads_one_subscription(servicebus, store)
 
 def test_command_line_send_worker_and_dlq(broker, tmp_path):
     env = {
-        **os.environ,
         "SERVICEBUS_CONNECTION_STRING": broker.connection_string,
         "PROCESS_SESSION_QUEUE": "cli",
         "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"),
-        "COLUMNS": "200",
     }
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
+        return run_cli(*args, env=env)
 
     assert "sent 9 message(s) to queue cli" in cli("send").stderr
     worker = cli("worker", "--until-idle", "--max-wait", "2")

@@ -7,7 +7,8 @@ import logging
 import pytest
 
 import shared.stores.table as table_module
-from devtools.azurite import KEY, free_port
+from devtools.azurite import KEY
+from devtools.processes import free_port
 from shared.errors import StoreRejected, StoreUnavailable
 from shared.pipeline import Pipeline, evaluate
 from shared.stores.table import TableAuditStore, to_entities
