@@ -174,23 +174,21 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-BROKER_ENTITIES = (
-    "--queue",
+QUEUES = (
     "samples",
-    "--queue",
     "outage",
-    "--queue",
     "poison:max=3",
-    "--queue",
     "expiry:lock=2",
-    "--queue",
     "slow:lock=2",
-    "--queue",
     "replay",
-    "--queue",
     "graceful",
-    "--queue",
     "cli",
+    "broker-batch",
+    "broker-delete",
+    "broker-abandon:max=2",
+)
+BROKER_ENTITIES = (
+    *(arg for queue in QUEUES for arg in ("--queue", queue)),
     "--topic",
     "events/audit,other",
 )

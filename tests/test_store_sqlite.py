@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from shared.errors import StoreUnavailable
@@ -31,3 +36,23 @@ def test_write_on_a_broken_connection_is_store_unavailable(tmp_path):
     store.close()
     with pytest.raises(StoreUnavailable):
         store.write([make_entry(1)])
+
+
+def test_store_sdks_and_xml_load_only_when_used(tmp_path):
+    code = (
+        "import sys; from shared.bootstrap import build_pipeline; "
+        "from shared.settings import load_settings; build_pipeline(load_settings()); "
+        "print([m for m in ('azure.data.tables', 'azure.identity', 'defusedxml') "
+        "if m in sys.modules])"
+    )
+    env = {**os.environ, "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
