@@ -182,6 +182,7 @@ QUEUES = (
     "slow:lock=2",
     "replay",
     "graceful",
+    "signal",
     "cli",
     "broker-batch",
     "broker-delete",

@@ -4,9 +4,14 @@ the standalone worker, the pipeline and a real SQLite store."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -181,3 +186,44 @@ def test_command_line_send_worker_and_dlq(broker, tmp_path):
     dry = cli("dlq", "replay", "--reason", "malformed_json", "--dry-run")
     assert "would replay 1 of 2" in dry.stderr
     assert broker.connection_string not in worker.stdout + worker.stderr + peek
+
+
+def test_sigterm_stops_the_worker_process_without_stranding_a_message(broker, servicebus, tmp_path):
+    source = Source(queue="signal")
+    total = 300
+    send(servicebus, source, [synthetic_message(n) for n in range(total)])
+    db = tmp_path / "a.sqlite3"
+    env = {
+        **os.environ,
+        "SERVICEBUS_CONNECTION_STRING": broker.connection_string,
+        "AUDIT_SQLITE_PATH": str(db),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "worker", "--queue", "signal", "--batch-size", "10"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    stored = 0
+    while time.monotonic() < deadline and stored == 0:
+        time.sleep(0.2)
+        if db.exists():
+            with sqlite3.connect(db) as check:
+                stored = check.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0]
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    with sqlite3.connect(db) as check:
+        stored = check.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0]
+    assert 0 < stored < total, "stop the worker while messages remain"
+    with source.receiver(servicebus) as receiver:  # nothing may sit locked by the dead worker
+        left = []
+        while batch := receiver.receive_messages(max_message_count=100, max_wait_time=2):
+            left += batch
+            for message in batch:
+                receiver.complete_message(message)
+    assert len(left) == total - stored
+    assert {m.delivery_count for m in left} == {0}
