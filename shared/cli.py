@@ -66,8 +66,13 @@ def store_label(settings: Settings) -> str:
     return f"sqlite {settings.audit_sqlite_path}"
 
 
+def store_summary(settings: Settings, before: int, after: int) -> str:
+    """``5 new entries; the store (sqlite .data/audit.sqlite3) holds 5``."""
+    return f"{after - before} new entries; the store ({store_label(settings)}) holds {after}"
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    sources = args.paths or [BUNDLED_SAMPLES]
+    sources = args.paths
     bodies = message_files(sources)
     messages = [load_message(body) for body in bodies]
     store = build_store(settings)
@@ -82,7 +87,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     title = f"{len(outcomes)} message(s) from {', '.join(map(str, sources))}"
     out.print(outcomes_table(labels, outcomes, title))
     out.print(summary(outcomes))
-    out.print(f"{after - before} new entries; the store ({store_label(settings)}) holds {after}")
+    out.print(store_summary(settings, before, after))
     return 1 if any(o.settlement is Settlement.RETRY for o in outcomes) else 0
 
 
@@ -241,7 +246,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     from shared.servicebus import send
 
     client, source = _servicebus(args, settings)
-    messages = [load_message(body) for body in message_files(args.paths or [BUNDLED_SAMPLES])]
+    messages = [load_message(body) for body in message_files(args.paths)]
     with client:
         count = send(client, source, messages)
     print(f"sent {count} message(s) to {source}", file=sys.stderr)
@@ -338,6 +343,16 @@ def _entity_options(parser: argparse.ArgumentParser, subscription: bool = True) 
         )
 
 
+def _paths_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        default=[BUNDLED_SAMPLES],
+        help="NAME.body files or folders of them (default: the bundled samples)",
+    )
+
+
 def _time_range_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", type=_parse_time, help="ISO-8601, inclusive")
     parser.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
@@ -353,12 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="process message files into the audit store")
-    run.add_argument(
-        "paths",
-        nargs="*",
-        type=Path,
-        help="NAME.body files or folders of them (default: the bundled samples)",
-    )
+    _paths_argument(run)
     run.set_defaults(handler=cmd_run)
 
     inspect = commands.add_parser("inspect", help="decide one message; print one JSON object")
@@ -397,12 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser("send", help="post message files as Dataverse would")
     _entity_options(send, subscription=False)
-    send.add_argument(
-        "paths",
-        nargs="*",
-        type=Path,
-        help="NAME.body files or folders of them (default: the bundled samples)",
-    )
+    _paths_argument(send)
     send.set_defaults(handler=cmd_send)
 
     dlq = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(
