@@ -5,8 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 NODE_STAMP := node_modules/.package-lock.json
+# The Functions Python worker library for tests/test_functions_runtime.py, pinned in the script.
+RUNTIME_STAMP := .runtime/.installed-$(shell cksum < devtools/install_functions_runtime.py | cut -d' ' -f1)
 
-.PHONY: install install-node run run-files test lint unit fuzz bench samples clean
+.PHONY: install install-node install-runtime run run-files test lint unit fuzz bench samples clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed (azure-functions 1.x)")'
@@ -26,6 +28,16 @@ $(NODE_STAMP): package.json package-lock.json
 
 install-node: $(NODE_STAMP)
 
+# azure-functions-runtime (Python >= 3.13 by its metadata; runs on 3.11) into .runtime/, never
+# into the app's requirements: the tests drive function_app.py inside it.
+$(RUNTIME_STAMP): devtools/install_functions_runtime.py | $(STAMP)
+	@echo "Installing the Functions Python worker library (azure-functions-runtime) into .runtime/"
+	$(PY) -m devtools.install_functions_runtime .runtime
+	@rm -f .runtime/.installed-*
+	@touch $@
+
+install-runtime: $(RUNTIME_STAMP)
+
 ## run: the main job on one machine: local Service Bus broker -> samples -> worker -> SQLite
 run: install
 	$(PY) -m devtools.local_run
@@ -43,7 +55,7 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
 
-unit: install install-node
+unit: install install-node install-runtime
 	$(PY) -m pytest
 
 ## fuzz: the long hypothesis profile over the decoder (20,000 examples per property)
@@ -59,4 +71,4 @@ samples: install
 	$(PY) ../shared/tools/check_samples.py --python $(PY) samples
 
 clean:
-	rm -rf $(VENV) node_modules .data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .runtime .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -16,7 +16,7 @@ import azure.functions as func
 
 from functions import runtime
 from shared.errors import TransientError
-from shared.trail import BadRequest, TrailView, read_trail
+from shared.trail import BadRequest, NotFound, TrailView, read_trail
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
@@ -29,12 +29,15 @@ def _json(status: int, body: object, headers: dict[str, str] | None = None) -> f
 
 
 def respond(view: TrailView, req: func.HttpRequest) -> func.HttpResponse:
-    """Read one page of a trail; 400 for a bad id, limit or token, 503 when the store is down."""
+    """Read one page of a trail; 400 for a bad id, limit or token, 404 when the id has no
+    entry at all, 503 when the store is down."""
     try:
         store = runtime.pipeline().store
         return _json(200, read_trail(store, view, req.route_params.get("id", ""), req.params))
     except BadRequest as exc:
         return _json(400, {"error": str(exc)})
+    except NotFound as exc:
+        return _json(404, {"error": str(exc)})
     except TransientError as exc:
         log.warning("audit read failed: %s", exc)
         return _json(503, {"error": "the audit store is unavailable; retry"}, {"Retry-After": "5"})

@@ -7,6 +7,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shared.pipeline import Pipeline
+    from shared.settings import Settings
+
+
+@functools.cache
+def settings() -> Settings:
+    """The app settings, read once per worker process on the first invocation."""
+    from shared.settings import load_settings
+
+    return load_settings()
 
 
 @functools.cache
@@ -17,6 +26,10 @@ def pipeline() -> Pipeline:
     only the Functions library and the Service Bus extension.
     """
     from shared.bootstrap import build_pipeline
-    from shared.settings import load_settings
 
-    return build_pipeline(load_settings())
+    return build_pipeline(settings())
+
+
+def lock_renewal_seconds() -> float:
+    """How often a batch's locks are renewed while it is processed (AUDIT_LOCK_RENEWAL_SECONDS)."""
+    return settings().audit_lock_renewal_seconds

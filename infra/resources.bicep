@@ -215,6 +215,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       AUDIT_TABLE_ENDPOINT: storage.properties.primaryEndpoints.table
       AUDIT_TABLE_NAME: auditTableName
       AUDIT_REDACT_COLUMNS: redactColumns
+      // The host renews no lock of a batch function; the app does, at a third of lockDuration.
+      AUDIT_LOCK_RENEWAL_SECONDS: '20'
       AZURE_CLIENT_ID: identity.properties.clientId
       ALLOWED_ORGANIZATION_IDS: allowedOrganizationIds
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString

@@ -38,6 +38,21 @@ class Settings(BaseSettings):
     audit_sqlite_path: Path = Field(
         Path(".data/audit.sqlite3"), description="AUDIT_SQLITE_PATH: SQLite file of the trail"
     )
+    audit_sqlite_busy_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="AUDIT_SQLITE_BUSY_TIMEOUT: seconds a write waits for another writer's "
+        "lock before the store counts as unavailable",
+    )
+    audit_lock_renewal_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=300,
+        description="AUDIT_LOCK_RENEWAL_SECONDS: while a batch is processed in Azure Functions, "
+        "its message locks are renewed this often; keep it under a third of the entity's lock "
+        "duration (default 1 min)",
+    )
     audit_table_name: str = Field(
         "processsessionaudit",
         pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared.envelope import InboundMessage, from_received_message
 from shared.errors import MalformedMessage
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # the pipeline (pydantic models) loads on the first invocatio
     from shared.pipeline import Outcome, Pipeline
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Service Bus caps DeadLetterErrorDescription at 4096 characters; keep well below it.
 MAX_DESCRIPTION = 1024
@@ -35,6 +37,7 @@ class MessageActions(Protocol):
         deadletter_reason: str | None = None,
         deadletter_error_description: str | None = None,
     ) -> None: ...
+    def renew_message_lock(self, message: Any) -> None: ...
 
 
 def _short(text: str | None) -> str | None:
@@ -80,6 +83,9 @@ class ReceiverActions:
             message, reason=deadletter_reason, error_description=deadletter_error_description
         )
 
+    def renew_message_lock(self, message: Any) -> None:
+        self.receiver.renew_message_lock(message)
+
 
 def adapt_all(messages: Sequence[Any], actions: MessageActions) -> list[tuple[Any, InboundMessage]]:
     """Each SDK message with its InboundMessage; one that cannot be read is dead-lettered."""
@@ -118,11 +124,75 @@ def settle_all(
             )
 
 
+def run_renewing_locks(
+    work: Callable[[], T], messages: Sequence[Any], actions: MessageActions, every: float | None
+) -> T:
+    """Run ``work`` on a helper thread; renew the messages' locks every ``every`` seconds from
+    this thread until it ends.
+
+    The Functions host renews locks only for single-message functions, never for batches
+    (``cardinality=MANY``), so a batch that outlives the lock (slow store, a large body) would
+    otherwise be redelivered while it is still being processed.
+    """
+    if every is None or not messages:
+        return work()
+    with ThreadPoolExecutor(1, thread_name_prefix="batch") as pool:
+        future = pool.submit(work)
+        while not wait([future], timeout=every).done:
+            for message in messages:
+                if future.done():
+                    break
+                try:
+                    actions.renew_message_lock(message)
+                except Exception as exc:  # noqa: BLE001 - the settlement will say it too
+                    log.warning(
+                        "renewing the lock of %s failed: %s",
+                        getattr(message, "message_id", None),
+                        exc,
+                    )
+        return future.result()
+
+
+def abandon_all(messages: Sequence[Any], actions: MessageActions) -> None:
+    """Abandon each message (it comes back); one failure does not stop the others."""
+    for message in messages:
+        try:
+            actions.abandon(message)
+        except Exception:  # the lock expires and the broker redelivers it
+            log.exception("abandoning message %s failed", getattr(message, "message_id", None))
+
+
 def process_and_settle(
-    messages: Sequence[Any], actions: MessageActions, pipeline: Callable[[], Pipeline]
+    messages: Sequence[Any],
+    actions: MessageActions,
+    pipeline: Callable[[], Pipeline],
+    renew_every: Callable[[], float] | None = None,
 ) -> list[Outcome]:
-    """Adapt the SDK messages, run the pipeline, and settle each by its own outcome."""
+    """Adapt the SDK messages, run the pipeline (renewing locks while it runs), and settle each
+    by its own outcome.
+
+    If the service cannot run at all (a setting is invalid, the store cannot be opened), every
+    readable message is abandoned explicitly, so that none waits for its lock to expire and
+    none is completed; the invocation itself still succeeds, so what happens does not depend on
+    what the host does after a failed invocation.
+    """
     readable = adapt_all(messages, actions)
-    outcomes = pipeline().handle([inbound for _, inbound in readable]) if readable else []
+    if not readable:
+        return []
+    inbound = [message for _, message in readable]
+    sdk_messages = [message for message, _ in readable]
+    try:
+        every = renew_every() if renew_every else None
+        outcomes = run_renewing_locks(
+            lambda: pipeline().handle(inbound), sdk_messages, actions, every
+        )
+    except Exception:
+        log.exception(
+            "the service could not process a batch of %d message(s); abandoning each so that "
+            "it is redelivered",
+            len(sdk_messages),
+        )
+        abandon_all(sdk_messages, actions)
+        return []
     settle_all(readable, outcomes, actions)
     return outcomes

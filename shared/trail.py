@@ -25,6 +25,10 @@ class BadRequest(ValueError):
     """Raised when a trail request's id, limit or continuation token is not valid."""
 
 
+class NotFound(LookupError):
+    """Raised when the trail has no entry at all for the id (a first page that is empty)."""
+
+
 def _guid(raw: str) -> str:
     try:
         return str(UUID(raw.strip().strip("{}")))
@@ -54,6 +58,8 @@ def read_trail(
             page = store.by_session(record_id, limit=limit, continuation=continuation)
     except ValueError as exc:  # a token this service did not make
         raise BadRequest(str(exc)) from exc
+    if not page.entries and continuation is None:
+        raise NotFound(f"no audit entries for {view.value} {record_id}")
     return {
         "id": record_id,
         "entries": [entry.to_json_dict() for entry in page.entries],

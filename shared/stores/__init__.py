@@ -11,7 +11,9 @@ def build_store(settings: Settings) -> AuditStore:
     if settings.audit_store is StoreKind.SQLITE:
         from shared.stores.sqlite import SqliteAuditStore
 
-        return SqliteAuditStore(settings.audit_sqlite_path)
+        return SqliteAuditStore(
+            settings.audit_sqlite_path, busy_timeout=settings.audit_sqlite_busy_timeout
+        )
     if settings.audit_store is StoreKind.TABLE:
         from shared.stores.table import TableAuditStore
 

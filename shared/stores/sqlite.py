@@ -42,14 +42,14 @@ _ORDER = " ORDER BY operation_created_on, entry_id"
 class SqliteAuditStore:
     """AuditStore on one SQLite file (thread-safe: one connection behind a lock)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                str(path), check_same_thread=False, isolation_level=None, timeout=30
+                str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
