@@ -65,6 +65,7 @@ fuzz: install
 ## bench: throughput vs the parse floor, the naive baseline, Table store, cold start, memory
 bench: install install-node
 	$(PY) -m bench.run
+	$(PY) -m bench.numbers
 
 ## samples: compare `inspect` with the team's published expectations (needs ../shared)
 samples: install

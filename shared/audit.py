@@ -29,6 +29,7 @@ from shared.dataverse.model import (
     OpaqueValue,
     OptionSetValue,
     RemoteExecutionContext,
+    ascii_lower,
 )
 from shared.envelope import CLAIM_ORGANIZATION, InboundMessage
 from shared.rules import Judgement, first_image_holding
@@ -100,7 +101,7 @@ def entry_id_for(context: RemoteExecutionContext) -> str:
     """The deterministic key of one Dataverse event (see the module docstring)."""
     name = (
         f"{context.organization_id}:{context.operation_id}:"
-        f"{context.primary_entity_id}:{context.message_name.lower()}"
+        f"{context.primary_entity_id}:{ascii_lower(context.message_name)}"
     )
     return str(uuid5(ENTRY_NAMESPACE, name))
 
@@ -117,7 +118,7 @@ def audit_value(value: Any, formatted: str | None = None) -> Any:
             return iso_utc(value)
         case EntityReference():
             return {
-                "logical_name": value.logical_name.lower(),
+                "logical_name": ascii_lower(value.logical_name),
                 "id": str(value.id),
                 "name": value.name,
             }
@@ -129,7 +130,7 @@ def audit_value(value: Any, formatted: str | None = None) -> Any:
             return str(value.value)
         case Entity():
             return {
-                "logical_name": value.logical_name.lower(),
+                "logical_name": ascii_lower(value.logical_name),
                 "id": str(value.id) if value.id else None,
                 "attributes": {
                     k: audit_value(v, value.formatted_values.get(k))
@@ -168,7 +169,7 @@ def changes_of(
     target = context.target
     if target is None:
         return []
-    primary_key = f"{target.logical_name.lower()}id"
+    primary_key = f"{ascii_lower(target.logical_name)}id"
     changes: list[dict[str, Any]] = []
     for column in sorted(target.attributes):
         if column.lower() == primary_key:
@@ -213,7 +214,7 @@ def build_entry(
         message_name=context.message_name,
         processsession_id=str(context.primary_entity_id),
         processsession_name=_session_name(context),
-        regarding_logical_name=reference.logical_name.lower() if reference else None,
+        regarding_logical_name=ascii_lower(reference.logical_name) if reference else None,
         regarding_id=str(reference.id) if reference else None,
         regarding_name=reference.name if reference else None,
         regarding_source=regarding.source.value if regarding else None,

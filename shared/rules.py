@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.dataverse.model import Entity, EntityReference, RemoteExecutionContext
+from shared.dataverse.model import (
+    Entity,
+    EntityReference,
+    RemoteExecutionContext,
+    ascii_lower,
+)
 from shared.errors import MalformedMessage
 from shared.verdicts import Reason, Verdict
 
@@ -75,9 +80,9 @@ def _as_reference(value: object, where: str) -> EntityReference | None:
 
 def judge(context: RemoteExecutionContext, context_was_trimmed: bool = False) -> Judgement:
     """Apply the verdict rules in order; the first that matches decides."""
-    if context.primary_entity_name.lower() != PROCESSSESSION:
+    if ascii_lower(context.primary_entity_name) != PROCESSSESSION:
         return Judgement(Verdict.IGNORED, Reason.NOT_PROCESSSESSION)
-    if context.message_name.lower() not in AUDITED_MESSAGES:
+    if ascii_lower(context.message_name) not in AUDITED_MESSAGES:
         return Judgement(Verdict.IGNORED, Reason.MESSAGE_OUT_OF_SCOPE)
     target = context.input_parameters.get("Target")
     if target is not None and not isinstance(target, Entity):
@@ -98,7 +103,7 @@ def judge(context: RemoteExecutionContext, context_was_trimmed: bool = False) ->
             else Reason.REGARDING_NOT_IN_MESSAGE
         )
         return Judgement(Verdict.REJECTED, reason, regarding)
-    if regarding.value.logical_name.lower() != BANK_ACCOUNT:
+    if ascii_lower(regarding.value.logical_name) != BANK_ACCOUNT:
         return Judgement(Verdict.REJECTED, Reason.REGARDING_NOT_BANKACCOUNT, regarding)
     return Judgement(Verdict.ACCEPTED, None, regarding)
 

@@ -58,10 +58,16 @@ def read_trail(
             page = store.by_session(record_id, limit=limit, continuation=continuation)
     except ValueError as exc:  # a token this service did not make
         raise BadRequest(str(exc)) from exc
-    if not page.entries and continuation is None:
+    if not page.entries and not page.unreadable and continuation is None:
         raise NotFound(f"no audit entries for {view.value} {record_id}")
-    return {
+    answer: dict[str, Any] = {
         "id": record_id,
         "entries": [entry.to_json_dict() for entry in page.entries],
         "continuation": page.continuation,
     }
+    if page.unreadable:  # reported, so that nobody mistakes a skipped row for no row
+        answer["unreadable"] = [
+            {"entry_id": row.entry_id, "column": row.column, "problem": row.problem}
+            for row in page.unreadable
+        ]
+    return answer

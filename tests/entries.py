@@ -54,6 +54,7 @@ def synthetic_message(n: int, regarding: str | None = None) -> InboundMessage:
     document = sample_document()
     document["OperationId"] = str(uuid.uuid5(uuid.NAMESPACE_OID, f"operation-{n}"))
     document["PrimaryEntityId"] = str(uuid.uuid5(uuid.NAMESPACE_OID, f"session-{n}"))
+    target_of(document)["Id"] = document["PrimaryEntityId"]
     bank = regarding or str(uuid.uuid5(uuid.NAMESPACE_OID, f"bank-{n % 7}"))
     kv_set(
         target_of(document)["Attributes"],

@@ -6,7 +6,9 @@ decides every case through the pipeline with time and memory ceilings.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ GUID_MEMBERS = (
 )
 STRING_MEMBERS = ("MessageName", "PrimaryEntityName")
 INT_MEMBERS = ("Depth", "Stage", "Mode")
+_EXACT_DATE = re.compile(r"/Date\(-?[0-9]+(?:[+-][0-9]{4})?\)/", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def _dump(document: Any) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode()
 
 
-def _edit(change: Callable[[dict[str, Any]], None]) -> bytes:
+def _edit(change: Callable[[dict[str, Any]], object]) -> bytes:
     document = sample_document()
     change(document)
     return _dump(document)
@@ -109,8 +112,6 @@ def members() -> Iterator[Case]:
             ("bool", True),
         )
         for label, value in wrong:
-            if label == "bool" and member in INT_MEMBERS:
-                continue  # pydantic's lax int accepts a JSON bool; not a hostile case
             yield _malformed(
                 f"{member}-{label}",
                 _with_member(member, value),
@@ -166,10 +167,121 @@ def guids_and_dates() -> Iterator[Case]:
             _with_member("OperationCreatedOn", bad),
             Reason.SCHEMA_VIOLATION,
         )
-        if bad.startswith("/Date("):
+        if _EXACT_DATE.fullmatch(bad):  # the exact form, out of range: a broken date
             yield _malformed(
                 f"attribute-date-bad-{i}", _with_attribute(bad), Reason.SCHEMA_VIOLATION
             )
+        elif bad.startswith("/Date("):  # only looks like a date: it is text
+            yield Case(
+                f"attribute-date-like-text-{i}", _with_attribute(bad), JSON, Verdict.ACCEPTED
+            )
+    for i, text in enumerate(
+        (
+            "/Date(see notes) call back",
+            "/Date(\uff11\uff12\uff13)/",
+            "/Date(1732600000000+01)/",
+            " /Date(1)/",
+        )
+    ):
+        yield Case(f"text-looks-like-date-{i}", _with_attribute(text), JSON, Verdict.ACCEPTED)
+
+
+def _with_literal(change: Callable[[dict[str, Any], str], None], literal: str) -> bytes:
+    """The sample edited to hold a raw JSON number literal that Python cannot write."""
+    document = sample_document()
+    change(document, "__LITERAL__")
+    return _swap(_dump(document), b'"__LITERAL__"', literal.encode())
+
+
+def _set_member(document: dict[str, Any], value: Any, *, member: str = "Depth") -> None:
+    document[member] = value
+
+
+def _set_attribute(document: dict[str, Any], value: Any) -> None:
+    kv_set(target_of(document)["Attributes"], "probe", value)
+
+
+def _set_choice(document: dict[str, Any], value: Any) -> None:
+    kv_set(
+        target_of(document)["Attributes"],
+        "statecode",
+        {"__type": "OptionSetValue:x", "Value": value},
+    )
+
+
+def _set_money(document: dict[str, Any], value: Any) -> None:
+    kv_set(target_of(document)["Attributes"], "probe", {"__type": "Money:x", "Value": value})
+
+
+def numbers() -> Iterator[Case]:
+    """Numbers as exact .NET types: Int32 members and choices, Decimal money, Int64/Decimal/
+    Double values; huge literals refused before any conversion."""
+    for member in ("Depth", "Stage", "Mode", "IsolationMode"):
+        for i, literal in enumerate(
+            ("1e4300", "1e3000000", "1.0", "2147483648", "-2147483649", "1" * 5000, "true")
+        ):
+            yield _malformed(
+                f"{member}-number-{i}",
+                _with_literal(functools.partial(_set_member, member=member), literal),
+                Reason.SCHEMA_VIOLATION,
+            )
+    yield Case("Depth-int32-max", _with_literal(_set_member, "2147483647"), JSON, Verdict.ACCEPTED)
+    for i, literal in enumerate(("1e4300", "1e3000000", "1" * 40, "1e309", "-1.5e400",
+                                 "0." + "1" * 40, "9" * 30)):  # fmt: skip
+        yield _malformed(
+            f"attribute-number-out-of-range-{i}",
+            _with_literal(_set_attribute, literal),
+            Reason.SCHEMA_VIOLATION,
+        )
+    fitting = (
+        "79228162514264337593543950335",
+        "1e300",
+        "-1.7976931348623157e308",
+        "0.0000000000000000000000000001",
+        "9223372036854775807",
+        "2365.12",
+    )
+    for i, literal in enumerate(fitting):
+        body = _with_literal(_set_attribute, literal)
+        yield Case(f"attribute-number-ok-{i}", body, JSON, Verdict.ACCEPTED)
+    for i, literal in enumerate(("2147483648", "1.5", "true", "1e10")):
+        yield _malformed(
+            f"choice-value-bad-{i}", _with_literal(_set_choice, literal), Reason.SCHEMA_VIOLATION
+        )
+    for i, literal in enumerate(("1e29", "79228162514264337593543950336", "0." + "1" * 30)):
+        yield _malformed(
+            f"money-value-bad-{i}", _with_literal(_set_money, literal), Reason.SCHEMA_VIOLATION
+        )
+    xml_choice = b'<a:value i:type="OptionSetValue"><Value>0</Value></a:value>'
+    for i, text in enumerate(
+        ("\uff11".encode().decode("unicode_escape"), "1_000", "2147483648", " 0x1", "")
+    ):
+        yield _malformed(
+            f"xml-choice-bad-{i}",
+            _swap(XML_BODY, xml_choice, xml_choice.replace(b">0<", f">{text}<".encode())),
+            Reason.SCHEMA_VIOLATION,
+            XML,
+        )
+    string_value = b'i:type="b:string" xmlns:b="http://www.w3.org/2001/XMLSchema">Card Replacement'
+    for type_name, text in (("int", "\uff11\uff12"), ("long", "1_000"), ("decimal", "1e5"),
+                            ("double", "sNaN"), ("double", "INF"), ("decimal", "NaN"),
+                            ("int", "2147483648"), ("long", "9223372036854775808"),
+                            ("decimal", "1" * 31), ("guid", "not-a-guid"),
+                            ("guid", "\uff14" * 8 + "-2c3f-ef11-9f89-000d3a5c2b71"),
+                            ("dateTime", "\uff12024-12-03T07:58:25Z")):  # fmt: skip
+        shown = text.encode().decode("unicode_escape").encode()
+        yield _malformed(
+            f"xml-typed-{type_name}-{shown[:12].hex()}",
+            _swap(
+                XML_BODY,
+                string_value,
+                string_value.replace(b"b:string", f"b:{type_name}".encode()).replace(
+                    b"Card Replacement", shown
+                ),
+            ),
+            Reason.SCHEMA_VIOLATION,
+            XML,
+        )
 
 
 def type_hints() -> Iterator[Case]:
@@ -412,7 +524,7 @@ def content_types() -> Iterator[Case]:
     yield _malformed(
         "json-huge-int",
         _swap(JSON_BODY, b'"Depth":1', b'"Depth":' + b"9" * 5000),
-        Reason.MALFORMED_JSON,
+        Reason.SCHEMA_VIOLATION,  # refused as out of Int32's range, never converted
     )
 
 
@@ -519,6 +631,46 @@ def xml_attacks() -> Iterator[Case]:
     )
 
 
+def xml_strictness() -> Iterator[Case]:
+    """The XML form held to JSON's strictness: no duplicate children, no nil with content,
+    UTF-8 only."""
+    logical = b"<LogicalName>processsession</LogicalName>"
+    twice = {
+        "logical-name": (logical, logical + b"<LogicalName>processsession</LogicalName>"),
+        "attributes": (b"<Attributes>", b"<Attributes/><Attributes>"),
+        "pair-key": (b"<a:key>name</a:key>", b"<a:key>name</a:key><a:key>other</a:key>"),
+        "reference-id": (
+            b"<Id>c3b1f0e2-7d4a-4e8b-9c1d-2a5f6e7b8c90</Id>",
+            b"<Id>c3b1f0e2-7d4a-4e8b-9c1d-2a5f6e7b8c90</Id>"
+            b"<Id>c3b1f0e2-7d4a-4e8b-9c1d-2a5f6e7b8c91</Id>",
+        ),
+        "choice-value": (b"<Value>0</Value>", b"<Value>0</Value><Value>1</Value>"),
+    }
+    for label, (old, new) in twice.items():
+        yield _malformed(
+            f"xml-child-twice-{label}", _swap(XML_BODY, old, new), Reason.SCHEMA_VIOLATION, XML
+        )
+    yield _malformed(
+        "xml-nil-with-content",
+        _swap(XML_BODY, b'<Name i:nil="true"/>', b'<Name i:nil="true">Workflow</Name>'),
+        Reason.SCHEMA_VIOLATION,
+        XML,
+    )
+    for encoding in (b"ISO-8859-1", b"windows-1252", b"UTF-16"):
+        yield _malformed(
+            f"xml-declares-{encoding.decode().lower()}",
+            b'<?xml version="1.0" encoding="' + encoding + b'"?>' + XML_BODY,
+            Reason.MALFORMED_XML,
+            XML,
+        )
+    yield Case(
+        "xml-declares-utf-8",
+        b'<?xml version="1.0" encoding="utf-8"?>' + XML_BODY,
+        XML,
+        Verdict.ACCEPTED,
+    )
+
+
 def verdict_edges() -> Iterator[Case]:
     """Well-formed messages at the rules' edges."""
     yield Case(
@@ -550,10 +702,67 @@ def verdict_edges() -> Iterator[Case]:
     )
     yield Case(
         "other-table",
-        _edit(lambda d: d.update(PrimaryEntityName="account")),
+        _edit(
+            lambda d: (
+                d.update(PrimaryEntityName="account"),
+                target_of(d).update(LogicalName="account"),
+            )
+        ),
         JSON,
         Verdict.IGNORED,
         Reason.NOT_PROCESSSESSION,
+    )
+    yield _malformed(
+        "target-table-differs-from-primary",
+        _edit(lambda d: d.update(PrimaryEntityName="account")),
+        Reason.SCHEMA_VIOLATION,
+    )
+    yield _malformed(
+        "target-id-differs-from-primary",
+        _edit(lambda d: target_of(d).update(Id="00000000-0000-0000-0000-0000000000aa")),
+        Reason.SCHEMA_VIOLATION,
+    )
+    yield Case(
+        "target-id-empty-guid",
+        _edit(lambda d: target_of(d).update(Id="00000000-0000-0000-0000-000000000000")),
+        JSON,
+        Verdict.ACCEPTED,
+    )
+    yield Case(
+        "regarding-kelvin-sign",
+        _edit(
+            lambda d: kv_set(
+                target_of(d)["Attributes"],
+                "regardingobjectid",
+                reference("sample_ban\u212aaccount", "8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22"),
+            )
+        ),
+        JSON,
+        Verdict.REJECTED,
+        Reason.REGARDING_NOT_BANKACCOUNT,
+    )
+    yield Case(
+        "primary-entity-dotless-i",
+        _edit(
+            lambda d: (
+                d.update(PrimaryEntityName="processsess\u0130on"),
+                target_of(d).update(LogicalName="processsess\u0130on"),
+            )
+        ),
+        JSON,
+        Verdict.IGNORED,
+        Reason.NOT_PROCESSSESSION,
+    )
+    yield Case(
+        "formatted-value-null",
+        _edit(lambda d: kv_set(target_of(d)["FormattedValues"], "statecode", None)),
+        JSON,
+        Verdict.ACCEPTED,
+    )
+    yield _malformed(
+        "formatted-value-number",
+        _edit(lambda d: kv_set(target_of(d)["FormattedValues"], "statecode", 1)),
+        Reason.SCHEMA_VIOLATION,
     )
     yield Case(
         "message-case", _edit(lambda d: d.update(MessageName="UPDATE")), JSON, Verdict.ACCEPTED
@@ -564,12 +773,14 @@ CATEGORIES = (
     truncations,
     members,
     guids_and_dates,
+    numbers,
     type_hints,
     duplicates,
     sizes_and_depths,
     encodings,
     content_types,
     xml_attacks,
+    xml_strictness,
     verdict_edges,
 )
 

@@ -85,15 +85,15 @@ def test_plain_values_keep_their_json_types():
     assert _decode_with_attribute(None) is None
 
 
-def test_date_value_is_utc_milliseconds_and_offset_is_ignored():
+def test_date_value_is_utc_milliseconds_plus_its_offset():
     assert _decode_with_attribute("/Date(1732600000000)/") == datetime(
         2024, 11, 26, 5, 46, 40, tzinfo=UTC
     )
     assert _decode_with_attribute("/Date(1732600000000+0100)/") == datetime(
-        2024, 11, 26, 5, 46, 40, tzinfo=UTC
+        2024, 11, 26, 6, 46, 40, tzinfo=UTC
     )
     assert _decode_with_attribute("/Date(-1000-0700)/") == datetime(
-        1969, 12, 31, 23, 59, 59, tzinfo=UTC
+        1969, 12, 31, 16, 59, 59, tzinfo=UTC
     )
 
 

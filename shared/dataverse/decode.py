@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from pydantic import ValidationError
 
 from shared.dataverse import json_format
-from shared.dataverse.model import RemoteExecutionContext
+from shared.dataverse.model import RemoteExecutionContext, ascii_lower
 from shared.errors import MalformedMessage
 from shared.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_NESTING_DEPTH
 from shared.verdicts import Reason
@@ -104,8 +105,36 @@ def _context(
             Reason.SCHEMA_VIOLATION,
             "not a valid RemoteExecutionContext: " + json_format.describe_validation(exc),
         ) from exc
+    check_consistency(context)
     parent = members.get(json_format.PARENT)
     if parent is not None:
         raw, path = parent
         context._parent_loader = lambda: _context(to_members(raw, path), to_members)
     return context
+
+
+_NIL_GUID = UUID(int=0)
+
+
+def check_consistency(context: RemoteExecutionContext) -> None:
+    """The Target describes the primary record, as Dataverse always sends it; a message where
+    they disagree is forged or broken, and no verdict about it can be trusted.
+
+    Images are not compared: a published real-world processsession variant
+    (../shared/real-world, derived-sharepointdoclocation) keeps an image of another table name
+    and is expected to get its verdict.
+    """
+    primary = ascii_lower(context.primary_entity_name)
+    target = context.target
+    if target is not None:
+        if ascii_lower(target.logical_name) != primary:
+            json_format.schema_violation(
+                "InputParameters['Target'].LogicalName",
+                f"{target.logical_name!r} is not the PrimaryEntityName "
+                f"{context.primary_entity_name!r}",
+            )
+        if target.id not in (None, _NIL_GUID, context.primary_entity_id):
+            json_format.schema_violation(
+                "InputParameters['Target'].Id",
+                f"{target.id} is not the PrimaryEntityId {context.primary_entity_id}",
+            )

@@ -2,7 +2,10 @@
 
 The dialect (reference §3): collections are lists of ``{"key", "value"}`` pairs; complex
 values in ``object`` slots carry a ``"__type": "Name:namespace"`` hint; dates are strings
-``/Date(ms±hhmm)/`` where ``ms`` is UTC and the offset is informational only (.NET rule).
+``/Date(ms±hhmm)/``. A suffixed date means ms + offset: Dataverse's UTC wall clocks reach the
+serializer with the Unspecified kind and are written as if server-local (reference §3.6, from
+real captures), so adding the offset back gives Dataverse's own value and agrees with the XML
+form. Only that exact form is a date; any other string is text.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from shared.dataverse.model import (
     OpaqueValue,
     OptionSetValue,
 )
+from shared.dataverse.numbers import (
+    NumberError,
+    OutOfRange,
+    check_number,
+    parse_json_float,
+    parse_json_int,
+)
 from shared.errors import MalformedMessage
 from shared.verdicts import Reason
 
@@ -33,7 +43,9 @@ IMAGE_COLLECTIONS = ("PreEntityImages", "PostEntityImages")
 PARENT = "__parent__"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DATE = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/")
+_DATE = re.compile(r"/Date\((-?[0-9]+)(?:([+-])([0-9]{2})([0-9]{2}))?\)/", re.ASCII)
+#: .NET DateTime spans years 1-9999: no more than 15 digits of milliseconds.
+_MAX_DATE_DIGITS = 15
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _QUOTING_ESCAPES = re.compile(rb'\\[\\"]')
@@ -94,7 +106,8 @@ def parse(text: str, raw: bytes, max_depth: int) -> dict[str, Any]:
     try:
         document = json.loads(
             text,
-            parse_float=Decimal,
+            parse_float=parse_json_float,
+            parse_int=parse_json_int,
             parse_constant=_reject_constant,
             object_pairs_hook=_unique_members,
         )
@@ -173,26 +186,50 @@ def pairs(raw: Any, path: str) -> list[tuple[str, Any]]:
     return result
 
 
+def is_date(text: str) -> bool:
+    """True only for the exact form ``/Date(ms)/`` or ``/Date(ms±hhmm)/`` (ASCII digits)."""
+    return text.startswith("/Date(") and _DATE.fullmatch(text) is not None
+
+
 def date(text: str, path: str) -> datetime:
-    """``/Date(ms)/`` or ``/Date(ms+hhmm)/`` -> UTC datetime; the offset is never applied."""
+    """``/Date(ms)/`` -> UTC; ``/Date(ms±hhmm)/`` -> ms + offset, in UTC (reference §3.6)."""
     match = _DATE.fullmatch(text)
     if match is None:
         schema_violation(path, f"expected /Date(milliseconds)/, got {_excerpt(text)}")
+    millis, sign, hours, minutes = match.groups()
+    if len(millis.lstrip("-")) > _MAX_DATE_DIGITS:
+        schema_violation(path, f"date out of range: {_excerpt(text)}")
+    offset = timedelta(0)
+    if sign:
+        if int(hours) > 23 or int(minutes) > 59:
+            schema_violation(path, f"date offset is not ±hhmm: {_excerpt(text)}")
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        offset = offset if sign == "+" else -offset
     try:
-        return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+        moment = _EPOCH + timedelta(milliseconds=int(millis)) + offset
     except OverflowError:
         schema_violation(path, f"date out of range: {_excerpt(text)}")
+    if not 1 <= moment.year <= 9999:  # pragma: no cover - bounded by the digit count
+        schema_violation(path, f"date out of range: {_excerpt(text)}")
+    return moment
 
 
 def value_of(raw: Any, path: str) -> Any:
     """Any value of an ``object`` slot (an attribute or a parameter)."""
     if isinstance(raw, str):
-        return date(raw, path) if raw.startswith("/Date(") else raw
+        return date(raw, path) if is_date(raw) else raw
     if isinstance(raw, dict):
         return _complex(raw, path)
     if isinstance(raw, list):
         return [value_of(item, f"{path}[{i}]") for i, item in enumerate(raw)]
-    return raw  # None, bool, int, Decimal
+    if isinstance(raw, OutOfRange):
+        schema_violation(path, f"number {raw} is outside every .NET numeric type")
+    if isinstance(raw, int | Decimal) and not isinstance(raw, bool):
+        try:
+            return check_number(raw)
+        except NumberError as exc:
+            schema_violation(path, str(exc))
+    return raw  # None, bool
 
 
 def _complex(raw: dict[str, Any], path: str) -> Any:
@@ -252,10 +289,10 @@ def entity(raw: Any, path: str) -> Entity:
         key: value_of(value, f"{path}.Attributes[{key!r}]")
         for key, value in pairs(raw.get("Attributes"), f"{path}.Attributes")
     }
-    formatted = {}
+    formatted: dict[str, str | None] = {}
     for key, value in pairs(raw.get("FormattedValues"), f"{path}.FormattedValues"):
-        if not isinstance(value, str):
-            schema_violation(f"{path}.FormattedValues[{key!r}]", "expected a string")
+        if value is not None and not isinstance(value, str):  # a null label stays null
+            schema_violation(f"{path}.FormattedValues[{key!r}]", "expected a string or null")
         formatted[key] = value
     try:
         return Entity(

@@ -18,6 +18,16 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_pascal
 
+from shared.dataverse.numbers import Int32, check_decimal
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(name: str) -> str:
+    """Lower-case A-Z only: Dataverse logical and message names are ASCII, and ``str.lower``
+    would fold look-alikes (KELVIN SIGN U+212A -> ``k``) into a name they are not."""
+    return name.translate(_ASCII_LOWER)
+
 
 def _as_utc(value: datetime) -> datetime:
     """A datetime with no zone is UTC (xs:dateTime Unspecified, reference §3.6)."""
@@ -46,15 +56,15 @@ class EntityReference(_WireModel):
 
 
 class OptionSetValue(_WireModel):
-    """A choice, state or status value."""
+    """A choice, state or status value (an Int32 on the wire)."""
 
-    value: int
+    value: Int32
 
 
 class Money(_WireModel):
     """A currency amount, kept as Decimal so it is never rounded."""
 
-    value: Decimal
+    value: Annotated[Decimal, AfterValidator(check_decimal)]
 
 
 class AliasedValue(_WireModel):
@@ -78,7 +88,8 @@ class Entity(_WireModel):
     logical_name: str
     id: UUID | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
-    formatted_values: dict[str, str] = Field(default_factory=dict)
+    #: Labels of choices, lookups and dates; a null label is kept as null.
+    formatted_values: dict[str, str | None] = Field(default_factory=dict)
 
 
 class EntityCollection(_WireModel):
@@ -87,7 +98,7 @@ class EntityCollection(_WireModel):
     entity_name: str | None = None
     entities: list[Entity] = Field(default_factory=list)
     more_records: bool = False
-    total_record_count: int | None = None
+    total_record_count: Int32 | None = None
 
 
 class RemoteExecutionContext(_WireModel):
@@ -105,9 +116,10 @@ class RemoteExecutionContext(_WireModel):
     user_id: UUID
     initiating_user_id: UUID
     business_unit_id: UUID | None = None
-    depth: int
-    stage: int
-    mode: int
+    depth: Int32
+    stage: Int32
+    mode: Int32
+    isolation_mode: Int32 | None = None
     initiating_user_agent: str | None = None
     secondary_entity_name: str | None = None
     input_parameters: dict[str, Any] = Field(default_factory=dict)

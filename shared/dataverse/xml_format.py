@@ -14,7 +14,7 @@ import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
@@ -38,6 +38,16 @@ from shared.dataverse.model import (
     OpaqueValue,
     OptionSetValue,
 )
+from shared.dataverse.numbers import (
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    NumberError,
+    xml_decimal,
+    xml_double,
+    xml_integer,
+)
 from shared.errors import MalformedMessage
 from shared.verdicts import Reason
 
@@ -45,19 +55,23 @@ _XSI = "{http://www.w3.org/2001/XMLSchema-instance}"
 _TYPE = _XSI + "type"
 _NIL = _XSI + "nil"
 _XS_DATETIME = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?"
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,7}))?(Z|[+-]\d\d:\d\d)?", re.ASCII
 )
+_GUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", re.ASCII)
+#: The .NET integral types by their xs: name, with their ranges.
 _INTEGERS = {
-    "int",
-    "long",
-    "short",
-    "byte",
-    "unsignedByte",
-    "unsignedShort",
-    "unsignedInt",
-    "unsignedLong",
+    "int": (INT32_MIN, INT32_MAX),
+    "long": (INT64_MIN, INT64_MAX),
+    "short": (-(2**15), 2**15 - 1),
+    "byte": (-128, 127),
+    "unsignedByte": (0, 255),
+    "unsignedShort": (0, 2**16 - 1),
+    "unsignedInt": (0, 2**32 - 1),
+    "unsignedLong": (0, 2**64 - 1),
 }
-_DECIMALS = {"decimal", "double", "float"}
+#: Context members that are Int32 on the wire.
+_INT32_MEMBERS = {"Depth", "Stage", "Mode", "IsolationMode"}
+_DECLARED_ENCODING = re.compile(rb"""\A\s*<\?xml[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
 
 
 def local(tag: str) -> str:
@@ -67,6 +81,13 @@ def local(tag: str) -> str:
 
 def parse(raw: bytes, max_depth: int) -> dict[str, Any]:
     """Parse an XML body into the context's plain members (collections become dicts)."""
+    declared = _DECLARED_ENCODING.match(raw[:200])
+    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+        raise MalformedMessage(
+            Reason.MALFORMED_XML,
+            f"XML declares encoding {declared.group(1).decode('ascii', 'replace')!r}; "
+            "Dataverse sends UTF-8 only",
+        )
     root = _parse_tree(raw, max_depth)
     if local(root.tag) != "RemoteExecutionContext":
         raise MalformedMessage(
@@ -109,8 +130,13 @@ def _parse_tree(raw: bytes, max_depth: int) -> Element:
     return root
 
 
-def _is_nil(element: Element) -> bool:
-    return element.get(_NIL) in ("true", "1")
+def _is_nil(element: Element, path: str = "") -> bool:
+    """``i:nil="true"``; a nil element that has content is refused (which would win?)."""
+    if element.get(_NIL) not in ("true", "1"):
+        return False
+    if len(element) or (element.text or "").strip():
+        schema_violation(path or local(element.tag), 'i:nil="true" element has content')
+    return True
 
 
 def context_members(root: Element, path: str) -> dict[str, Any]:
@@ -121,8 +147,10 @@ def context_members(root: Element, path: str) -> dict[str, Any]:
         where = f"{path}/{name}"
         if name in members:
             schema_violation(where, "member appears twice")
-        if _is_nil(child):
+        if _is_nil(child, where):
             members[name] = None
+        elif name in _INT32_MEMBERS:
+            members[name] = _integer(child.text or "", "int", where)
         elif name in PARAMETER_COLLECTIONS:
             members[name] = {
                 key: value_of(v, f"{where}[{key!r}]") for key, v in pairs(child, where)
@@ -146,12 +174,8 @@ def pairs(collection: Element, path: str) -> Iterator[tuple[str, Element]]:
     """``KeyValuePairOf...`` items as (key, value element); keys must be unique."""
     seen: set[str] = set()
     for index, item in enumerate(collection):
-        key_el = value_el = None
-        for part in item:
-            if local(part.tag) == "key":
-                key_el = part
-            elif local(part.tag) == "value":
-                value_el = part
+        key_el = _child(item, "key", f"{path}[{index}]")
+        value_el = _child(item, "value", f"{path}[{index}]")
         if key_el is None or value_el is None:
             schema_violation(f"{path}[{index}]", "expected <key> and <value> children")
         key = key_el.text or ""
@@ -166,23 +190,40 @@ def _type_of(element: Element) -> str | None:
     return hint.rsplit(":", 1)[-1] if hint else None
 
 
-def _child(element: Element, name: str) -> Element | None:
+def _child(element: Element, name: str, path: str = "") -> Element | None:
+    """The one child of that local name; two of them are refused (the verdict must not
+    depend on which comes first)."""
+    found = None
     for child in element:
         if local(child.tag) == name:
-            return child
-    return None
+            if found is not None:
+                schema_violation(f"{path}/{name}", "element appears twice")
+            found = child
+    return found
 
 
-def _text(element: Element, name: str) -> str | None:
-    child = _child(element, name)
-    if child is None or _is_nil(child):
+def _text(element: Element, name: str, path: str = "") -> str | None:
+    child = _child(element, name, path)
+    if child is None or _is_nil(child, f"{path}/{name}"):
         return None
     return child.text or ""
 
 
+def _integer(text: str, type_name: str, path: str) -> int:
+    low, high = _INTEGERS[type_name]
+    try:
+        return xml_integer(text, low, high)
+    except NumberError as exc:
+        schema_violation(path, f"not a valid {type_name}: {exc}")
+
+
+def _optional_integer(text: str | None, path: str) -> int | None:
+    return None if text is None else _integer(text, "int", path)
+
+
 def value_of(element: Element, path: str) -> Any:
     """A typed value (``i:type``) of an attribute or a parameter."""
-    if _is_nil(element):
+    if _is_nil(element, path):
         return None
     type_name = _type_of(element)
     text = element.text or ""
@@ -191,6 +232,8 @@ def value_of(element: Element, path: str) -> Any:
             case None | "string" | "anyURI" | "char":
                 return text if not len(element) else generic(element)
             case "guid":
+                if not _GUID.fullmatch(text.strip()):
+                    schema_violation(path, f"not a GUID: {text[:40]!r}")
                 return text.strip().lower()
             case "boolean":
                 if text.strip() not in ("true", "false", "1", "0"):
@@ -199,33 +242,38 @@ def value_of(element: Element, path: str) -> Any:
             case "dateTime":
                 return xs_datetime(text, path)
             case t if t in _INTEGERS:
-                return int(text)
-            case t if t in _DECIMALS:
-                return Decimal(text.strip())
+                return _integer(text, t, path)
+            case "decimal":
+                return xml_decimal(text)
+            case "double" | "float":
+                return xml_double(text)
             case "Entity":
                 return entity(element, path)
             case "EntityReference":
                 return entity_reference(element, path)
             case "OptionSetValue":
-                return OptionSetValue(value=_text(element, "Value"))
+                value = _text(element, "Value", path)
+                return OptionSetValue(value=_optional_integer(value, f"{path}/Value"))
             case "Money":
-                return Money(value=(_text(element, "Value") or "").strip())
+                return Money(value=xml_decimal(_text(element, "Value", path) or ""))
             case "EntityCollection":
-                items = _child(element, "Entities")
+                items = _child(element, "Entities", path)
                 return EntityCollection(
-                    entity_name=_text(element, "EntityName"),
+                    entity_name=_text(element, "EntityName", path),
                     entities=[
                         entity(e, f"{path}/Entities[{i}]")
                         for i, e in enumerate(items if items is not None else [])
                     ],
-                    more_records=_text(element, "MoreRecords") == "true",
-                    total_record_count=_text(element, "TotalRecordCount"),
+                    more_records=_text(element, "MoreRecords", path) == "true",
+                    total_record_count=_optional_integer(
+                        _text(element, "TotalRecordCount", path), f"{path}/TotalRecordCount"
+                    ),
                 )
             case "AliasedValue":
-                inner = _child(element, "Value")
+                inner = _child(element, "Value", path)
                 return AliasedValue(
-                    attribute_logical_name=_text(element, "AttributeLogicalName"),
-                    entity_logical_name=_text(element, "EntityLogicalName"),
+                    attribute_logical_name=_text(element, "AttributeLogicalName", path),
+                    entity_logical_name=_text(element, "EntityLogicalName", path),
                     value=None if inner is None else value_of(inner, f"{path}/Value"),
                 )
             case "ArrayOfKeyValuePairOfstringstring":
@@ -237,6 +285,8 @@ def value_of(element: Element, path: str) -> Any:
     except (ValueError, InvalidOperation) as exc:
         if isinstance(exc, ValidationError):
             schema_violation(path, f"not a valid {type_name}: {describe_validation(exc)}")
+        if isinstance(exc, NumberError):
+            schema_violation(path, f"not a valid {type_name}: {exc}")
         schema_violation(path, f"not a valid {type_name}: {text[:40]!r}")
 
 
@@ -252,19 +302,20 @@ def generic(element: Element) -> Any:
 def entity(element: Element, path: str) -> Entity:
     """An ``<Entity>``-shaped element: a Target, an image, or a collection item."""
     attributes: dict[str, Any] = {}
-    formatted: dict[str, str] = {}
-    attrs_el = _child(element, "Attributes")
+    formatted: dict[str, str | None] = {}
+    attrs_el = _child(element, "Attributes", path)
     if attrs_el is not None:
         for key, value_el in pairs(attrs_el, f"{path}/Attributes"):
             attributes[key] = value_of(value_el, f"{path}/Attributes[{key!r}]")
-    formatted_el = _child(element, "FormattedValues")
+    formatted_el = _child(element, "FormattedValues", path)
     if formatted_el is not None:
         for key, value_el in pairs(formatted_el, f"{path}/FormattedValues"):
-            formatted[key] = value_el.text or ""
+            where = f"{path}/FormattedValues[{key!r}]"
+            formatted[key] = None if _is_nil(value_el, where) else value_el.text or ""
     try:
         return Entity(
-            logical_name=_text(element, "LogicalName"),
-            id=_text(element, "Id"),
+            logical_name=_text(element, "LogicalName", path),
+            id=_text(element, "Id", path),
             attributes=attributes,
             formatted_values=formatted,
         )
@@ -276,9 +327,9 @@ def entity_reference(element: Element, path: str) -> EntityReference:
     """An ``<EntityReference>``-shaped element (a lookup value)."""
     try:
         return EntityReference(
-            logical_name=_text(element, "LogicalName"),
-            id=_text(element, "Id"),
-            name=_text(element, "Name"),
+            logical_name=_text(element, "LogicalName", path),
+            id=_text(element, "Id", path),
+            name=_text(element, "Name", path),
         )
     except ValidationError as exc:
         schema_violation(path, f"not a valid EntityReference: {describe_validation(exc)}")

@@ -5,20 +5,64 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from shared.audit import AuditEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A stored row that could not be read back as an entry: reported, never fatal."""
+
+    entry_id: str
+    column: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"entry {self.entry_id}: {self.column}: {self.problem}"
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of a read; pass ``continuation`` back to get the next (None = the end)."""
+    """One page of a read; pass ``continuation`` back to get the next (None = the end).
+
+    ``unreadable`` lists the rows of this page that could not be parsed (a corrupted or
+    hand-edited store): the page goes on without them rather than failing as a whole.
+    """
 
     entries: list[AuditEntry] = field(default_factory=list)
     continuation: str | None = None
+    unreadable: list[Unreadable] = field(default_factory=list)
+
+
+def read_rows(
+    rows: Iterable[tuple[str, Callable[[], str]]],
+) -> tuple[list[AuditEntry], list[Unreadable]]:
+    """Parse each stored row (its entry id and a way to get its JSON); a row that fails is
+    reported by id and column, logged, and skipped."""
+    entries: list[AuditEntry] = []
+    unreadable: list[Unreadable] = []
+    for entry_id, document in rows:
+        try:
+            entries.append(AuditEntry.model_validate_json(document()))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            column = ".".join(str(part) for part in error["loc"]) or "entry"
+            unreadable.append(Unreadable(entry_id, column, error["msg"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            unreadable.append(Unreadable(entry_id, "entry", f"{type(exc).__name__}: {exc}"))
+        else:
+            continue
+        log.error("audit store row %s cannot be read: %s", entry_id, unreadable[-1])
+    return entries, unreadable
 
 
 class AuditStore(Protocol):

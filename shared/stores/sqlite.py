@@ -13,11 +13,18 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from shared.audit import AuditEntry, iso_utc
 from shared.errors import StoreUnavailable
-from shared.stores.base import Page, decode_continuation, encode_continuation, normalize_id
+from shared.stores.base import (
+    Page,
+    decode_continuation,
+    encode_continuation,
+    normalize_id,
+    read_rows,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_entries (
@@ -116,7 +123,8 @@ class SqliteAuditStore:
         more = limit is not None and len(rows) > limit
         rows = rows[:limit] if more else rows
         token = encode_continuation([rows[-1][0], rows[-1][1]]) if more else None
-        return Page([AuditEntry.model_validate_json(row[2]) for row in rows], token)
+        entries, unreadable = read_rows((row[1], partial(str, row[2])) for row in rows)
+        return Page(entries, token, unreadable)
 
     def by_regarding(
         self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
+from functools import partial
 from itertools import groupby
 from typing import Any
 
@@ -43,7 +44,14 @@ from azure.data.tables import TableClient, TableServiceClient
 
 from shared.audit import AuditEntry, iso_utc
 from shared.errors import StoreRejected, StoreUnavailable
-from shared.stores.base import Page, decode_continuation, encode_continuation, normalize_id
+from shared.stores.base import (
+    Page,
+    Unreadable,
+    decode_continuation,
+    encode_continuation,
+    normalize_id,
+    read_rows,
+)
 
 CHUNK_CHARS = 15_000
 MAX_ENTRY_UTF16_BYTES = 900_000
@@ -118,8 +126,17 @@ def to_entities(entry: AuditEntry) -> list[dict[str, Any]]:
 
 def from_entity(entity: dict[str, Any]) -> AuditEntry:
     """The entry held by one entity."""
-    document = "".join(entity[f"entry_{i}"] for i in range(int(entity["entry_chunks"])))
-    return AuditEntry.model_validate_json(document)
+    return AuditEntry.model_validate_json(_document(entity))
+
+
+def _document(entity: Any) -> str:
+    return "".join(entity[f"entry_{i}"] for i in range(int(entity["entry_chunks"])))
+
+
+def _read(entities: Iterable[Any]) -> tuple[list[AuditEntry], list[Unreadable]]:
+    return read_rows(
+        (str(e.get("entry_id") or e.get("RowKey")), partial(_document, e)) for e in entities
+    )
 
 
 def _transactions(entities: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -240,7 +257,8 @@ class TableAuditStore:
                 rows: Iterable[Any] = self._table.query_entities(
                     query_filter, parameters=parameters
                 )
-                return Page([from_entity(row) for row in rows])
+                entries, unreadable = _read(rows)
+                return Page(entries, None, unreadable)
             token = decode_continuation(continuation) if continuation else None
             if token is not None and not isinstance(token, dict):
                 raise ValueError("invalid continuation token")
@@ -248,9 +266,10 @@ class TableAuditStore:
                 query_filter, parameters=parameters, results_per_page=limit
             ).by_page(continuation_token=token)  # type: ignore[arg-type]  # SDK takes its dict
             page: Iterable[Any] = next(pages, [])
-            entries = [from_entity(row) for row in page]
+            entries, unreadable = _read(page)
             next_token = pages.continuation_token  # type: ignore[attr-defined]
-            return Page(entries, encode_continuation(next_token) if next_token else None)
+            following = encode_continuation(next_token) if next_token else None
+            return Page(entries, following, unreadable)
         except AzureError as exc:
             raise _unavailable("read", exc) from exc
 
