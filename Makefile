@@ -66,6 +66,7 @@ fuzz: install
 bench: install install-node
 	$(PY) -m bench.run
 	$(PY) -m bench.numbers
+	$(PY) -m bench.binary
 
 ## samples: compare `inspect` with the team's published expectations (needs ../shared)
 samples: install

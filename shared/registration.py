@@ -4,7 +4,9 @@ would do, as code, idempotently.
 It creates or updates (reference §6):
 
 * a ``serviceendpoint`` on the Service Bus queue or topic: contract Queue (2) or Topic (5),
-  message format JSON (2), user claim UserId (2), SAS key auth (2) with the send-only rule;
+  message format JSON (2), user claim UserId (2), SAS key auth (2) with the send-only rule.
+  The service reads .NET Binary and XML too; JSON is chosen because it is the smallest on the
+  wire and readable by a person in the DLQ;
 * two asynchronous post-operation ``sdkmessageprocessingstep`` rows on ``processsession``,
   for Create and Update, with the endpoint as their event handler;
 * on the Update step, a ``PostImage`` holding ``regardingobjectid`` and ``name`` (an Update's

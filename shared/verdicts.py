@@ -39,6 +39,7 @@ class Reason(StrEnum):
     NESTING_TOO_DEEP = "nesting_too_deep"
     MALFORMED_JSON = "malformed_json"
     MALFORMED_XML = "malformed_xml"
+    MALFORMED_BINARY_XML = "malformed_binary_xml"
     XML_FORBIDDEN_CONSTRUCT = "xml_forbidden_construct"
     NOT_EXECUTION_CONTEXT = "not_execution_context"
     SCHEMA_VIOLATION = "schema_violation"

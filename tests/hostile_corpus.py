@@ -500,7 +500,6 @@ def content_types() -> Iterator[Case]:
         "",
         "text/json",
         "text/xml",
-        "application/msbin1",
         "application/octet-stream",
         "application/x-json",
         "json",
@@ -671,6 +670,46 @@ def xml_strictness() -> Iterator[Case]:
     )
 
 
+BINARY_BODY = (SAMPLES / "binary-create-bankaccount.body").read_bytes()
+MSBIN1 = "application/msbin1"
+
+
+def binary_xml() -> Iterator[Case]:
+    """.NET Binary XML (msbin1): truncations, hostile records inside a real body, label lies."""
+    for cut in range(0, len(BINARY_BODY), 37):
+        yield _malformed(
+            f"msbin1-truncated-at-{cut}", BINARY_BODY[:cut], Reason.MALFORMED_BINARY_XML, MSBIN1
+        )
+    name_record = b"\x40\x0eBusinessUnitId"
+    inserted = {
+        "reserved-record": b"\x00",
+        "dictionary-element": b"\x42\x02",
+        "dictionary-text": b"\x40\x01x\xab\x02",
+        "mb31-over-31-bits": b"\x40\xff\xff\xff\xff\x0f",
+        "chars32-negative": b"\x40\x01x\x9d\xff\xff\xff\xff",
+        "chars32-huge": b"\x40\x01x\x9d\xff\xff\xff\x7f",
+        "array-huge-count": b"\x03\x40\x01a\x01\x8d\xff\xff\xff\xff\x07",
+        "bad-utf8": b"\x40\x01x\x99\x02\xc3\x28\x01",
+        "lone-surrogate-utf16": b"\x40\x01x\xb7\x02\x00\xd8",
+        "undeclared-prefix": b"\x5f\x01x\x01",
+        "datetime-kind-3": b"\x40\x01x\x97" + b"\xff" * 8,
+    }
+    for label, record in inserted.items():
+        yield _malformed(
+            f"msbin1-{label}",
+            _swap(BINARY_BODY, name_record, record + name_record),
+            Reason.MALFORMED_BINARY_XML,
+            MSBIN1,
+        )
+    deep = b"".join(b"\x40\x01e" for _ in range(101)) + b"\x01" * 101
+    yield _malformed("msbin1-101-levels", deep, Reason.NESTING_TOO_DEEP, MSBIN1)
+    yield _malformed("msbin1-labelled-json", BINARY_BODY, Reason.MALFORMED_JSON, JSON)
+    yield _malformed("msbin1-labelled-xml", BINARY_BODY, Reason.MALFORMED_XML, XML)
+    yield _malformed("json-labelled-msbin1", JSON_BODY, Reason.MALFORMED_BINARY_XML, MSBIN1)
+    yield _malformed("xml-labelled-msbin1", XML_BODY, Reason.MALFORMED_BINARY_XML, MSBIN1)
+    yield Case("msbin1-upper-case", BINARY_BODY, "Application/MSBin1", Verdict.ACCEPTED)
+
+
 def verdict_edges() -> Iterator[Case]:
     """Well-formed messages at the rules' edges."""
     yield Case(
@@ -781,6 +820,7 @@ CATEGORIES = (
     content_types,
     xml_attacks,
     xml_strictness,
+    binary_xml,
     verdict_edges,
 )
 

@@ -17,12 +17,12 @@ def _cli(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProces
 def test_run_twice_adds_no_entries_the_second_time(tmp_path):
     db = tmp_path / "audit.sqlite3"
     first = _cli("run", db=db)
-    assert "3 accepted, 2 rejected, 2 ignored, 2 dead-lettered" in first.stdout
-    assert "5 new entries" in first.stdout
-    assert "holds 5" in first.stdout
+    assert "4 accepted, 2 rejected, 2 ignored, 1 dead-lettered" in first.stdout
+    assert "6 new entries" in first.stdout
+    assert "holds 6" in first.stdout
     second = _cli("run", db=db)
     assert "0 new entries" in second.stdout
-    assert "holds 5" in second.stdout
+    assert "holds 6" in second.stdout
 
 
 def test_run_accepts_files_and_folders(tmp_path):
@@ -39,7 +39,7 @@ def test_entries_reads_the_trail_as_jsonl_and_filters(tmp_path):
     _cli("run", db=db)
     lines = _cli("entries", "--format", "jsonl", db=db).stdout.splitlines()
     entries = [json.loads(line) for line in lines]
-    assert len(entries) == 5
+    assert len(entries) == 6
     assert [e["operation_created_on"] for e in entries] == sorted(
         e["operation_created_on"] for e in entries
     )
@@ -47,26 +47,29 @@ def test_entries_reads_the_trail_as_jsonl_and_filters(tmp_path):
         "entries", "--regarding", "8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22", "--format", "jsonl", db=db
     ).stdout.splitlines()
     assert [json.loads(x)["processsession_id"] for x in one] == [
-        "1b9e7c4d-2a3f-ef11-9f89-000d3a5c2b71"
+        "1b9e7c4d-2a3f-ef11-9f89-000d3a5c2b71",
+        "66b8dafc-2c3f-ef11-9f89-000d3a5c2b71",  # the .NETBinary sample, same bank account
     ]
     ranged = _cli(
         "entries", "--since", "2024-11-28", "--until", "2024-12-01", "--format", "jsonl", db=db
     ).stdout.splitlines()
     assert len(ranged) == 2
     table = _cli("entries", db=db).stdout
-    assert "audit trail: 5 entries" in table
+    assert "audit trail: 6 entries" in table
 
 
 def test_inspect_finds_the_properties_file_beside_the_body(tmp_path):
-    result = _cli(
-        "inspect", str(SAMPLES / "binary-create-bankaccount.body"), db=tmp_path / "x.sqlite3"
-    )
+    result = _cli("inspect", str(SAMPLES / "malformed-truncated.body"), db=tmp_path / "x.sqlite3")
     assert json.loads(result.stdout) == {
         "verdict": "malformed",
-        "reason": "unsupported_content_type",
+        "reason": "malformed_json",
         "entry": None,
     }
-    assert "Message Format to JSON" in result.stderr
+    assert "JSON does not parse" in result.stderr
+    binary = _cli(
+        "inspect", str(SAMPLES / "binary-create-bankaccount.body"), db=tmp_path / "x.sqlite3"
+    )
+    assert json.loads(binary.stdout)["verdict"] == "accepted"  # application/msbin1 beside it
 
 
 def test_inspect_without_properties_has_no_content_type(tmp_path):
@@ -86,8 +89,8 @@ def test_export_streams_the_trail_to_a_file(tmp_path):
     out = tmp_path / "exports" / "trail.jsonl"
     result = _cli("export", "--output", str(out), "--since", "2024-11-27T00:00:00Z", db=db)
     lines = out.read_text().splitlines()
-    assert len(lines) == 4
-    assert "exported 4 entries" in result.stderr
+    assert len(lines) == 5
+    assert "exported 5 entries" in result.stderr
     assert not out.with_name("trail.jsonl.partial").exists()
 
 
@@ -102,10 +105,10 @@ def test_table_store_from_the_command_line(azurite, tmp_path):
         return run_cli(*args, env=env_store)
 
     first = cli("run")
-    assert "5 new entries; the store (table " in first.stdout
-    assert "holds 5" in cli("run").stdout
+    assert "6 new entries; the store (table " in first.stdout
+    assert "holds 6" in cli("run").stdout
     exported = cli("export").stdout.splitlines()
-    assert len(exported) == 5
+    assert len(exported) == 6
     assert azurite.connection_string not in first.stdout + first.stderr
 
 

@@ -171,10 +171,10 @@ def test_content_type_parameters_and_case_are_ignored(content_type):
     assert decode(body, content_type).message_name == "Create"
 
 
-def test_msbin1_is_refused_with_the_fix():
+def test_msbin1_is_read_as_binary_xml_never_as_json():
     error = _refusal(b"@\x16RemoteExecutionContext", "application/msbin1")
-    assert error.reason is Reason.UNSUPPORTED_CONTENT_TYPE
-    assert "Message Format to JSON" in error.description
+    assert error.reason is Reason.MALFORMED_BINARY_XML
+    assert "byte 24" in error.description
 
 
 @pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/octet-stream"])

@@ -119,7 +119,7 @@ def test_each_sample_is_settled_by_its_outcome(trigger, wired, samples, store):
     by_id = {call[1]: call for call in actions.calls}
     kinds = {name: by_id[s.message.message_id][0] for name, s in samples.items()}
     assert kinds == {
-        "binary-create-bankaccount": "deadletter",
+        "binary-create-bankaccount": "complete",
         "json-create-account": "complete",
         "json-create-bankaccount": "complete",
         "json-delete": "complete",
@@ -129,11 +129,10 @@ def test_each_sample_is_settled_by_its_outcome(trigger, wired, samples, store):
         "malformed-truncated": "deadletter",
         "xml-create-bankaccount": "complete",
     }
-    binary = by_id[samples["binary-create-bankaccount"].message.message_id]
-    assert binary[2] == "unsupported_content_type"
-    assert "Message Format to JSON" in binary[3]
-    assert len(binary[3]) <= MAX_DESCRIPTION
-    assert store.count() == 5
+    truncated = by_id[samples["malformed-truncated"].message.message_id]
+    assert truncated[2] == "malformed_json"
+    assert len(truncated[3]) <= MAX_DESCRIPTION
+    assert store.count() == 6
 
 
 def test_store_outage_abandons_and_never_completes(wired, samples, store):
@@ -208,8 +207,8 @@ def test_a_mixed_batch_is_written_once_and_settled_message_by_message(wired, sam
         process_session.process_session_queue(batch, actions)
     assert CountingStore.writes == 1
     kinds = sorted(call[0] for call in actions.calls)
-    assert kinds == ["complete"] * 7 + ["deadletter"] * 2
-    assert store.count() == 5
+    assert kinds == ["complete"] * 8 + ["deadletter"]
+    assert store.count() == 6
 
 
 def test_a_store_failure_in_a_batch_completes_no_message_that_has_an_entry(wired, samples, store):

@@ -38,7 +38,7 @@ def test_sample_decides_as_published(samples, name):
 def test_sample_reasons(samples):
     reasons = {n: (evaluate(s.message).reason or "").__str__() for n, s in samples.items()}
     assert reasons == {
-        "binary-create-bankaccount": "unsupported_content_type",
+        "binary-create-bankaccount": "",
         "json-create-account": "regarding_not_bankaccount",
         "json-create-bankaccount": "",
         "json-delete": "message_out_of_scope",

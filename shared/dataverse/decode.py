@@ -1,8 +1,10 @@
 """decode(): one brokered message -> RemoteExecutionContext, or MalformedMessage.
 
 Order (samples/README.md rules 1-3): the content type picks the parser (never the body);
-then the size limit; then one UTF-8 BOM is dropped and the body must be strict UTF-8; then the
-format's own depth check and parse; then the model's schema.
+then the size limit; for JSON and XML one UTF-8 BOM is dropped and the body must be strict
+UTF-8 (binary XML carries its own encodings); then the format's own depth check and parse; then
+the model's schema. Binary XML becomes the same element tree as XML and is walked by the same
+code.
 """
 
 from __future__ import annotations
@@ -42,24 +44,18 @@ def media_type(content_type: str | None) -> str:
 def check_content_type(content_type: str | None) -> str:
     """Return the media type if this service can parse it; else raise with what to fix."""
     kind = media_type(content_type)
-    if kind in (JSON, XML):
+    if kind in (JSON, XML, BINARY_XML):
         return kind
-    if kind == BINARY_XML:
+    if not kind:
         description = (
-            "content type application/msbin1 (.NET Binary XML) is not supported: set the "
-            "Dataverse service endpoint's Message Format to JSON (serviceendpoint.messageformat"
-            " = 2) in the Plug-in Registration Tool, then replay this message from the DLQ "
-            "only if it was re-sent as JSON"
-        )
-    elif not kind:
-        description = (
-            "message has no content type; Dataverse always sets one (application/json or "
-            "application/xml), so this was not sent by a Dataverse service endpoint"
+            "message has no content type; Dataverse always sets one (application/json, "
+            "application/xml or application/msbin1), so this was not sent by a Dataverse "
+            "service endpoint"
         )
     else:
         description = (
             f"content type {kind!r} is not supported; expected application/json "
-            "(or application/xml)"
+            "(or application/xml, application/msbin1)"
         )
     raise MalformedMessage(Reason.UNSUPPORTED_CONTENT_TYPE, description)
 
@@ -75,6 +71,11 @@ def decode(
             f"body is {len(body):,} bytes; the limit is {limits.max_body_bytes:,} "
             "(Service Bus Standard's 256 KiB; Dataverse trims contexts above 192 KB)",
         )
+    if kind == BINARY_XML:  # binary records: no BOM, no text decoding of the whole body
+        from shared.dataverse import binary_xml, xml_format
+
+        root = binary_xml.parse(body, limits.max_nesting_depth)
+        return _context(xml_format.root_members(root), xml_format.context_members)
     if body.startswith(_BOM):
         body = body[len(_BOM) :]
     malformed = Reason.MALFORMED_JSON if kind == JSON else Reason.MALFORMED_XML

@@ -84,16 +84,16 @@ def check_number(value: int | Decimal) -> int | Decimal:
             raise NumberError(f"integer {value} is outside Int64 and Decimal")
         return value
     digits = _significant_digits(value)
-    if abs(value) <= DECIMAL_MAX and digits <= DECIMAL_DIGITS:
+    if value.copy_abs() <= DECIMAL_MAX and digits <= DECIMAL_DIGITS:
         return value
-    if abs(value) <= DOUBLE_MAX and digits <= DOUBLE_DIGITS:
+    if value.copy_abs() <= DOUBLE_MAX and digits <= DOUBLE_DIGITS:
         return value
     raise NumberError(f"number {value} is not a .NET Decimal or a finite Double")
 
 
 def check_decimal(value: Decimal) -> Decimal:
     """A System.Decimal (Money): at most 29 significant digits, |x| <= 2**96 - 1."""
-    if not value.is_finite() or abs(value) > DECIMAL_MAX:
+    if not value.is_finite() or value.copy_abs() > DECIMAL_MAX:
         raise NumberError(f"{value} is outside System.Decimal's range")
     if _significant_digits(value) > DECIMAL_DIGITS:
         raise NumberError(f"{value} has more than {DECIMAL_DIGITS} significant digits")
@@ -128,6 +128,6 @@ def xml_double(text: str) -> Decimal:
         value = Decimal(stripped)
     except InvalidOperation as exc:  # pragma: no cover - the pattern admits only numbers
         raise NumberError(f"not an xs:double: {text[:40]!r}") from exc
-    if (value and not -400 <= value.adjusted() <= 308) or abs(value) > DOUBLE_MAX:
+    if (value and not -400 <= value.adjusted() <= 308) or value.copy_abs() > DOUBLE_MAX:
         raise NumberError(f"{stripped} is outside System.Double's range")
     return value

@@ -88,7 +88,11 @@ def parse(raw: bytes, max_depth: int) -> dict[str, Any]:
             f"XML declares encoding {declared.group(1).decode('ascii', 'replace')!r}; "
             "Dataverse sends UTF-8 only",
         )
-    root = _parse_tree(raw, max_depth)
+    return root_members(_parse_tree(raw, max_depth))
+
+
+def root_members(root: Element) -> dict[str, Any]:
+    """The members of a RemoteExecutionContext root element (XML or binary XML)."""
     if local(root.tag) != "RemoteExecutionContext":
         raise MalformedMessage(
             Reason.NOT_EXECUTION_CONTEXT,
