@@ -217,6 +217,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       AUDIT_REDACT_COLUMNS: redactColumns
       // The host renews no lock of a batch function; the app does, at a third of lockDuration.
       AUDIT_LOCK_RENEWAL_SECONDS: '20'
+      // A failing store is retried in place (backoff, locks renewed) for up to 8 minutes per
+      // batch, under host.json's 10-minute functionTimeout, before the batch is abandoned.
+      AUDIT_STORE_RETRY_SECONDS: '480'
+      AUDIT_STORE_RETRY_MAX_DELAY: '30'
       AZURE_CLIENT_ID: identity.properties.clientId
       ALLOWED_ORGANIZATION_IDS: allowedOrganizationIds
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString

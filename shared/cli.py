@@ -168,7 +168,7 @@ def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntr
 
 
 def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
-    store = build_store(settings)
+    store = build_store(settings, read_only=True)
     try:
         if args.format == "jsonl":
             write_jsonl(_selected(store, args), sys.stdout)
@@ -181,7 +181,7 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    store = build_store(settings)
+    store = build_store(settings, read_only=True)
     try:
         if args.output is None:
             count = write_jsonl(_selected(store, args), sys.stdout)

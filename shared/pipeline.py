@@ -8,8 +8,10 @@ durably stored is never settled as complete; it is retried (the broker redeliver
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -17,7 +19,7 @@ from uuid import UUID
 from shared.audit import AuditEntry, build_entry
 from shared.dataverse import Limits, RemoteExecutionContext, decode
 from shared.envelope import InboundMessage
-from shared.errors import MalformedMessage, StoreRejected
+from shared.errors import MalformedMessage, StoreRejected, TransientError
 from shared.rules import judge
 from shared.settings import Settings
 from shared.stores.base import AuditStore
@@ -43,6 +45,39 @@ class Policy:
             settings.allowed_organization_ids,
             settings.audit_redact_columns,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRetry:
+    """How long a batch waits, in place, for a failing store before its messages are abandoned.
+
+    Abandoning at once makes Service Bus redeliver at once, so a short outage would use up
+    MaxDeliveryCount in seconds and fill the DLQ. Instead the write is retried with exponential
+    backoff and full jitter (``first_delay`` doubling up to ``max_delay``) for up to ``budget``
+    seconds, while the transport renews the batch's locks; only then are the messages
+    abandoned. With the defaults (8 minutes, under the Functions timeout of 10) and
+    MaxDeliveryCount 10, a message survives more than an hour of outage. ``budget=0`` retries
+    nothing (the CLI's ``run``, most tests).
+    """
+
+    budget: float = 0.0
+    first_delay: float = 0.5
+    max_delay: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StoreRetry:
+        return cls(
+            settings.audit_store_retry_seconds, max_delay=settings.audit_store_retry_max_delay
+        )
+
+    def delays(self, rng: random.Random) -> Iterator[float]:
+        """The waits before each retry, until the budget is spent."""
+        spent, ceiling = 0.0, self.first_delay
+        while spent < self.budget:
+            delay = min(rng.uniform(ceiling / 2, ceiling), self.budget - spent)
+            yield delay
+            spent += delay
+            ceiling = min(ceiling * 2, self.max_delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,24 +157,30 @@ class Pipeline:
         policy: Policy = Policy(),
         clock: Callable[[], datetime] = _now,
         telemetry: Telemetry | None = None,
+        retry: StoreRetry = StoreRetry(),
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
+        self.retry = retry
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
         if not policy.allowed_organization_ids:
             logging.getLogger("shared.trust").warning(
                 "ALLOWED_ORGANIZATION_IDS is empty: messages from any Dataverse organization "
                 "are accepted. Set it to your OrganizationId(s) in production."
             )
 
-    def handle(self, messages: Sequence[InboundMessage]) -> list[Outcome]:
+    def handle(
+        self, messages: Sequence[InboundMessage], stop: threading.Event | None = None
+    ) -> list[Outcome]:
         """Decide every message, store all entries in one write, and settle each by its own
-        outcome: an entry the store could not take is retried, one it refuses for good is
-        dead-lettered; messages without an entry never wait on the store."""
+        outcome: an entry the store could not take is retried (first in place, see
+        ``StoreRetry``, then by the broker), one it refuses for good is dead-lettered; messages
+        without an entry never wait on the store. ``stop`` cuts the in-place retrying short."""
         started = time.perf_counter()
         decisions = [evaluate(m, self.policy, self.clock) for m in messages]
-        failures = self._store([d.entry for d in decisions if d.entry is not None])
+        failures = self._store([d.entry for d in decisions if d.entry is not None], stop)
         outcomes = [
             failures.get(d.entry.entry_id, _ok)(m, d) if d.entry else _ok(m, d)
             for m, d in zip(messages, decisions, strict=True)
@@ -149,17 +190,35 @@ class Pipeline:
             _log_outcome(outcome)
         return outcomes
 
-    def _store(self, entries: list[AuditEntry]) -> dict[str, _Settler]:
+    def _store(
+        self, entries: list[AuditEntry], stop: threading.Event | None = None
+    ) -> dict[str, _Settler]:
         """Write the batch; return how to settle each entry that was not stored."""
         if not entries:
             return {}
-        try:
-            self.store.write(entries)
-            return {}
-        except StoreRejected:
-            pass  # find which entry the store refuses: write them one by one
-        except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
-            return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
+        waits = self.retry.delays(self._rng)
+        stop = stop or threading.Event()
+        while True:
+            try:
+                self.store.write(entries)
+                return {}
+            except StoreRejected:
+                break  # find which entry the store refuses: write them one by one
+            except TransientError as exc:
+                delay = next(waits, None)
+                if delay is None or stop.is_set():
+                    return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
+                log.warning(
+                    "audit store write failed (%s); retrying in %.1f s, %d entr%s waiting",
+                    exc,
+                    delay,
+                    len(entries),
+                    "y" if len(entries) == 1 else "ies",
+                )
+                if stop.wait(delay):
+                    return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
+            except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
+                return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
         failures: dict[str, _Settler] = {}
         for entry in entries:
             try:

@@ -134,14 +134,15 @@ class Worker:
         *,
         batch_size: int = 32,
         max_wait_time: float = 1.0,
-        renew_locks_for: float = 300.0,
+        renew_locks_for: float | None = None,
     ) -> None:
         self.client = client
         self.pipeline = pipeline
         self.source = source
         self.batch_size = batch_size
         self.max_wait_time = max_wait_time
-        self.renew_locks_for = renew_locks_for
+        # locks are renewed for as long as the pipeline may retry a failing store in place
+        self.renew_locks_for = renew_locks_for or max(300.0, pipeline.retry.budget + 120.0)
 
     def run(self, stop: threading.Event | None = None, until_idle: bool = False) -> WorkerStats:
         """Process until ``stop`` is set (or, with ``until_idle``, until a receive is empty)."""
@@ -163,7 +164,7 @@ class Worker:
                 stats.batches += 1
                 readable = adapt_all(batch, actions)
                 inbound = [message for _, message in readable]
-                decided = pool.submit(self.pipeline.handle, inbound)
+                decided = pool.submit(self.pipeline.handle, inbound, stop)
                 self._keep_locks(receiver, [m for m, _ in readable], decided)
                 outcomes = decided.result()
                 settle_all(readable, outcomes, actions)

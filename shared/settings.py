@@ -53,6 +53,20 @@ class Settings(BaseSettings):
         "its message locks are renewed this often; keep it under a third of the entity's lock "
         "duration (default 1 min)",
     )
+    audit_store_retry_seconds: float = Field(
+        480.0,
+        ge=0,
+        le=3600,
+        description="AUDIT_STORE_RETRY_SECONDS: how long a batch retries a failing store in "
+        "place (backoff with jitter, locks renewed) before its messages are abandoned; keep it "
+        "under the Functions timeout (host.json functionTimeout, 10 min)",
+    )
+    audit_store_retry_max_delay: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="AUDIT_STORE_RETRY_MAX_DELAY: the longest wait between two store retries",
+    )
     audit_table_name: str = Field(
         "processsessionaudit",
         pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",

@@ -187,6 +187,8 @@ QUEUES = (
     "broker-batch",
     "broker-delete",
     "broker-abandon:max=2",
+    "backoff:lock=2:max=3",
+    "no-backoff:lock=2:max=3",
 )
 BROKER_ENTITIES = (
     *(arg for queue in QUEUES for arg in ("--queue", queue)),

@@ -205,11 +205,11 @@ def _hold_write_lock(path: Path) -> sqlite3.Connection:
 
 def test_a_store_outage_abandons_and_completes_nothing(tmp_path: Path) -> None:
     """The store is open, then refuses writes (another writer holds the lock past the busy
-    timeout): each message with an entry is abandoned explicitly, a malformed one is still
-    dead-lettered, and none is completed. The same messages, redelivered after the outage,
-    are completed with one entry each."""
+    timeout) for longer than the in-place retry budget (1 s here): each message with an entry
+    is abandoned explicitly, a malformed one is still dead-lettered, and none is completed. The
+    same messages, redelivered after the outage, are completed with one entry each."""
     samples = load_samples()
-    env = sqlite_env(tmp_path, AUDIT_SQLITE_BUSY_TIMEOUT="0.3")
+    env = sqlite_env(tmp_path, AUDIT_SQLITE_BUSY_TIMEOUT="0.3", AUDIT_STORE_RETRY_SECONDS="1")
     with FunctionsHost(env, tmp_path / "worker.log") as host:
         host.index()
         warm = host.http(
@@ -338,3 +338,43 @@ def test_the_runtime_refuses_the_app_with_a_pep585_batch_annotation(tmp_path: Pa
         assert result.status == host.protos.StatusResult.Failure
         assert "invalid non-type annotation list[" in result.exception.message
         assert host.index() == {}
+
+
+def test_a_store_outage_is_waited_out_in_place_with_locks_renewed(tmp_path: Path) -> None:
+    """The store refuses writes for 3 s (ten busy timeouts); the batch retries in place with
+    backoff while its locks are renewed, then completes: nothing abandoned, nothing
+    dead-lettered, no complete before the write."""
+    samples = load_samples()
+    env = sqlite_env(
+        tmp_path,
+        AUDIT_SQLITE_BUSY_TIMEOUT="0.3",
+        AUDIT_STORE_RETRY_SECONDS="30",
+        AUDIT_STORE_RETRY_MAX_DELAY="0.5",
+        AUDIT_LOCK_RENEWAL_SECONDS="0.3",
+    )
+    with FunctionsHost(env, tmp_path / "worker.log") as host:
+        host.index()
+        host.http(
+            "processsession_audit",
+            "http://localhost/api/processsessions/x/audit",
+            params={"id": "00000000-0000-0000-0000-000000000002"},
+        )
+        blocker = _hold_write_lock(tmp_path / "audit.sqlite3")
+        release = threading.Timer(3.0, blocker.rollback)
+        release.start()
+        names = ["json-create-bankaccount", "malformed-truncated", "json-update-bankaccount"]
+        sent = [host_message(samples[n]) for n in names]
+        invocation = host.service_bus_batch("process_session_queue", sent)
+        release.join()
+        blocker.close()
+        assert invocation.succeeded, invocation.exception
+        calls = host.settlement.taken()
+        assert "abandon" not in {c.method for c in calls}
+        for message, final in zip(sent, ["complete", "deadletter", "complete"], strict=True):
+            mine = [c.method for c in calls if c.lock_token == str(message.lock_token)]
+            assert mine[-1] == final, mine
+            if final == "complete":
+                assert mine.count("renew") >= 3, mine
+        assert "retrying in" in host.log_text()
+    with sqlite3.connect(tmp_path / "audit.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM audit_entries").fetchone() == (2,)

@@ -93,9 +93,9 @@ def test_slow_batches_keep_their_locks(servicebus, store):
     source = Source(queue="slow")
 
     class SlowPipeline(Pipeline):
-        def handle(self, messages):
+        def handle(self, messages, stop=None):
             time.sleep(3.5)  # longer than the 2 s lock: only renewal keeps it
-            return super().handle(messages)
+            return super().handle(messages, stop)
 
     send(servicebus, source, [synthetic_message(n) for n in range(3)])
     stats = Worker(servicebus, SlowPipeline(store), source, max_wait_time=2).run(until_idle=True)
@@ -138,9 +138,9 @@ def test_worker_stops_after_the_batch_in_hand_and_loses_nothing(servicebus, stor
     stop = threading.Event()
 
     class StopDuringBatch(Pipeline):
-        def handle(self, messages):
+        def handle(self, messages, stop_event=None):
             stop.set()  # as if SIGTERM arrived while this batch was being processed
-            return super().handle(messages)
+            return super().handle(messages, stop_event)
 
     send(servicebus, source, [synthetic_message(n) for n in range(20)])
     first = Worker(servicebus, StopDuringBatch(store), source, batch_size=5, max_wait_time=2).run(

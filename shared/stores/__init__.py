@@ -6,13 +6,16 @@ from shared.settings import Settings, StoreKind
 from shared.stores.base import AuditStore, Page, all_pages
 
 
-def build_store(settings: Settings) -> AuditStore:
-    """The store the settings select; its SDK is imported only when it is selected."""
+def build_store(settings: Settings, read_only: bool = False) -> AuditStore:
+    """The store the settings select; its SDK is imported only when it is selected.
+    ``read_only`` (the CLI's readers) never creates or changes anything."""
     if settings.audit_store is StoreKind.SQLITE:
         from shared.stores.sqlite import SqliteAuditStore
 
         return SqliteAuditStore(
-            settings.audit_sqlite_path, busy_timeout=settings.audit_sqlite_busy_timeout
+            settings.audit_sqlite_path,
+            busy_timeout=settings.audit_sqlite_busy_timeout,
+            read_only=read_only,
         )
     if settings.audit_store is StoreKind.TABLE:
         from shared.stores.table import TableAuditStore
@@ -22,6 +25,7 @@ def build_store(settings: Settings) -> AuditStore:
             settings.audit_table_name,
             connection_string=secret.get_secret_value() if secret else None,
             endpoint=settings.audit_table_endpoint,
+            create=not read_only,
         )
     raise ValueError(f"unknown AUDIT_STORE {settings.audit_store!r}")  # pragma: no cover
 

@@ -46,13 +46,37 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entries (operation_created_on,
 _ORDER = " ORDER BY operation_created_on, entry_id"
 
 
+def _fix(exc: BaseException, path: Path) -> str:
+    """What a person can do about SQLite's own error, in a few words."""
+    text = str(exc).lower()
+    if "full" in text:
+        return f" (free space on the disk that holds {path}; nothing is lost, it is retried)"
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return f" (make {path} and its folder writable by this process)"
+    if "locked" in text or "busy" in text:
+        return f" (another process holds {path}'s write lock; it is retried)"
+    if "disk i/o" in text:
+        return f" (check the disk that holds {path})"
+    if "unable to open" in text:
+        return f" (check that the folder of {path} exists and is writable)"
+    return ""
+
+
 class SqliteAuditStore:
     """AuditStore on one SQLite file (thread-safe: one connection behind a lock)."""
 
-    def __init__(self, path: Path | str, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: Path | str, busy_timeout: float = 30.0, read_only: bool = False
+    ) -> None:
+        """Open (and create, with its folder and schema) the store; ``read_only`` opens an
+        existing file for reading and never writes: no folder, no schema, no WAL switch, and
+        it works on a read-only copy."""
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
+            if read_only:
+                self._db = self._open_read_only(busy_timeout)
+                return
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -62,7 +86,29 @@ class SqliteAuditStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"cannot open SQLite audit store {self.path}: {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot open SQLite audit store {self.path}: {exc}{_fix(exc, self.path)}"
+            ) from exc
+
+    def _open_read_only(self, busy_timeout: float) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreUnavailable(
+                f"no SQLite audit store at {self.path}: check AUDIT_SQLITE_PATH (or --db); "
+                "`run` or the worker create it"
+            )
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=busy_timeout
+        )
+        try:
+            db.execute("SELECT count(*) FROM audit_entries LIMIT 1").fetchone()
+        except sqlite3.OperationalError:
+            # a WAL database on a read-only medium cannot make its -shm file: read it as an
+            # immutable snapshot instead (nobody can be writing to a read-only copy)
+            db.close()
+            db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+            db.execute("SELECT count(*) FROM audit_entries LIMIT 1").fetchone()
+        return db
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -70,7 +116,9 @@ class SqliteAuditStore:
             try:
                 yield self._db
             except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite audit store {action} failed: {exc}") from exc
+                raise StoreUnavailable(
+                    f"SQLite audit store {self.path}: {action} failed: {exc}{_fix(exc, self.path)}"
+                ) from exc
 
     def write(self, entries: Sequence[AuditEntry]) -> int:
         """Store a batch in one transaction; existing entry_ids are left as they are."""
@@ -98,7 +146,8 @@ class SqliteAuditStore:
                 )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT may have rolled back already
+                    db.execute("ROLLBACK")
                 raise
             return db.total_changes - before
 

@@ -63,15 +63,31 @@ WRITE_CONCURRENCY = 8
 _TRANSIENT_STATUS = {404, 408, 429}
 
 
-def _unavailable(action: str, exc: Exception) -> StoreUnavailable:
-    """A transient store error that says what failed, without any secret."""
+def _unavailable(action: str, exc: Exception, endpoint: str = "") -> StoreUnavailable:
+    """A transient store error that says what failed, where, and what to check; never a
+    secret (the endpoint is the account URL, which holds no key)."""
+    status = getattr(exc, "status_code", None)
     if isinstance(exc, ClientAuthenticationError):
         hint = " (check the credential and the Storage Table Data Contributor role)"
+    elif status is None:
+        hint = " (no answer: check that the endpoint is right and reachable from here)"
     else:
         hint = ""
-    status = getattr(exc, "status_code", None)
     detail = f"HTTP {status}" if status else type(exc).__name__
-    return StoreUnavailable(f"Table Storage {action} failed: {detail}{hint}")
+    where = f" at {endpoint}" if endpoint else ""
+    return StoreUnavailable(f"Table Storage {action} failed{where}: {detail}{hint}")
+
+
+def _account_url(connection_string: str | None, endpoint: str | None) -> str:
+    """The table endpoint, for messages: from AUDIT_TABLE_ENDPOINT or the connection string's
+    TableEndpoint (never its key)."""
+    if endpoint:
+        return endpoint
+    for part in (connection_string or "").split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "tableendpoint":
+            return value.strip()
+    return ""
 
 
 def _is_permanent(exc: AzureError) -> bool:
@@ -167,6 +183,7 @@ class TableAuditStore:
         *,
         connection_string: str | None = None,
         endpoint: str | None = None,
+        create: bool = True,
         **client_options: Any,
     ) -> None:
         try:
@@ -186,11 +203,18 @@ class TableAuditStore:
                     "AUDIT_TABLE_CONNECTION_STRING"
                 )
             self._service = service
+            self.endpoint = _account_url(connection_string, endpoint)
             self.table_name = table_name
             self._pool = ThreadPoolExecutor(WRITE_CONCURRENCY, thread_name_prefix="table-write")
-            self._table: TableClient = service.create_table_if_not_exists(table_name)
+            self._table: TableClient = (
+                service.create_table_if_not_exists(table_name)
+                if create
+                else service.get_table_client(table_name)
+            )
         except AzureError as exc:
-            raise _unavailable(f"opening table {table_name!r}", exc) from exc
+            raise _unavailable(
+                f"opening table {table_name!r}", exc, _account_url(connection_string, endpoint)
+            ) from exc
 
     def write(self, entries: Sequence[AuditEntry]) -> int:
         """Create every view of every entry; existing ones are left untouched.
@@ -220,7 +244,7 @@ class TableAuditStore:
                 return self._write_partition_batch(batch, attempt + 1)
             if getattr(exc, "status_code", None) == 409 or _is_permanent(exc):
                 return self._write_one_by_one(batch)
-            raise _unavailable("transaction", exc) from exc
+            raise _unavailable("transaction", exc, self.endpoint) from exc
 
     def _recreate_table(self, cause: AzureError) -> None:
         """The table vanished under us: create it again (what was stored before is gone, but
@@ -242,7 +266,7 @@ class TableAuditStore:
                 if _is_permanent(exc):
                     message = getattr(exc, "message", None) or str(exc).splitlines()[0]
                     raise StoreRejected(entity["entry_id"], message[:300]) from exc
-                raise _unavailable("write", exc) from exc
+                raise _unavailable("write", exc, self.endpoint) from exc
         return created
 
     def _query(
@@ -271,7 +295,7 @@ class TableAuditStore:
             following = encode_continuation(next_token) if next_token else None
             return Page(entries, following, unreadable)
         except AzureError as exc:
-            raise _unavailable("read", exc) from exc
+            raise _unavailable("read", exc, self.endpoint) from exc
 
     def by_regarding(
         self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None
@@ -316,7 +340,7 @@ class TableAuditStore:
             )
             return sum(1 for _ in rows)
         except AzureError as exc:
-            raise _unavailable("count", exc) from exc
+            raise _unavailable("count", exc, self.endpoint) from exc
 
     def delete_table(self) -> None:
         """Drop the whole table (tests and teardown only)."""
