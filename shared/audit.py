@@ -58,6 +58,13 @@ class Change(BaseModel):
     new: Any = None
 
 
+#: Fields set by the broker or at recording time: they differ between redeliveries and
+#: re-posts of one event, so they never count when two entries of one event are compared.
+BROKER_FIELDS = frozenset(
+    {"message_id", "sequence_number", "enqueued_time", "delivery_count", "recorded_at"}
+)
+
+
 class AuditEntry(BaseModel):
     """One audit entry; field names are the contract of ``inspect`` and of every store."""
 
@@ -95,6 +102,16 @@ class AuditEntry(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready values (GUIDs lower-case, datetimes UTC ISO-8601)."""
         return self.model_dump(mode="json")
+
+    def event_content(self) -> dict[str, Any]:
+        """What the event says, without what the broker or this service added: two entries
+        with one ``entry_id`` are the same event exactly when this is equal."""
+        return self.model_dump(mode="json", exclude=set(BROKER_FIELDS))
+
+    def differences(self, other: AuditEntry) -> list[str]:
+        """The fields whose event content differs from ``other``'s."""
+        mine, theirs = self.event_content(), other.event_content()
+        return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
 
 
 def entry_id_for(context: RemoteExecutionContext) -> str:

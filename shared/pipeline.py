@@ -19,7 +19,12 @@ from uuid import UUID
 from shared.audit import AuditEntry, build_entry
 from shared.dataverse import Limits, RemoteExecutionContext, decode
 from shared.envelope import InboundMessage
-from shared.errors import MalformedMessage, StoreRejected, TransientError
+from shared.errors import (
+    ConflictingDuplicates,
+    MalformedMessage,
+    StoreRejected,
+    TransientError,
+)
 from shared.rules import judge
 from shared.settings import Settings
 from shared.stores.base import AuditStore
@@ -202,6 +207,8 @@ class Pipeline:
             try:
                 self.store.write(entries)
                 return {}
+            except ConflictingDuplicates as exc:  # the rest of the batch is stored
+                return {entry_id: _conflict(kept) for entry_id, kept in exc.stored.items()}
             except StoreRejected:
                 break  # find which entry the store refuses: write them one by one
             except TransientError as exc:
@@ -223,6 +230,8 @@ class Pipeline:
         for entry in entries:
             try:
                 self.store.write([entry])
+            except ConflictingDuplicates as exc:
+                failures[entry.entry_id] = _conflict(exc.stored[entry.entry_id])
             except StoreRejected as exc:
                 failures[entry.entry_id] = _rejected(exc)
             except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
@@ -243,6 +252,28 @@ def _retry(exc: Exception, count: int) -> _Settler:
     description = f"audit store write failed ({type(exc).__name__}): {exc}"
     log.warning("%s; %d message(s) will be redelivered", description, count)
     return lambda m, d: Outcome(m, d, Settlement.RETRY, description, Reason.STORE_UNAVAILABLE)
+
+
+def _conflict(kept: AuditEntry) -> _Settler:
+    """Settle a message whose entry_id the store already holds: the same event again is an
+    idempotent success; other content for the same event is refused, loudly."""
+
+    def settle(message: InboundMessage, decision: Decision) -> Outcome:
+        entry = decision.entry
+        if entry is None or entry.event_content() == kept.event_content():
+            return _ok(message, decision)
+        differing = ", ".join(entry.differences(kept))
+        description = (
+            f"event {entry.entry_id} is already recorded (from message {kept.message_id}) with "
+            f"other content: {differing} differ(s). The first version was kept; compare both "
+            "with the Dataverse record before replaying this one"
+        )
+        log.error("conflicting duplicate: message %s: %s", message.message_id, description)
+        return Outcome(
+            message, decision, Settlement.DEAD_LETTER, description, Reason.CONFLICTING_DUPLICATE
+        )
+
+    return settle
 
 
 def _rejected(exc: StoreRejected) -> _Settler:

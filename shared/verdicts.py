@@ -46,5 +46,6 @@ class Reason(StrEnum):
     UNTRUSTED_ORGANIZATION = "untrusted_organization"
     INTERNAL_ERROR = "internal_error"
     STORE_REJECTED = "store_rejected"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
     # retried (not settled)
     STORE_UNAVAILABLE = "store_unavailable"

@@ -189,6 +189,8 @@ QUEUES = (
     "broker-abandon:max=2",
     "backoff:lock=2:max=3",
     "no-backoff:lock=2:max=3",
+    "conflicts",
+    "storm",
 )
 BROKER_ENTITIES = (
     *(arg for queue in QUEUES for arg in ("--queue", queue)),

@@ -106,3 +106,35 @@ def test_astral_text_over_the_property_limit_is_stored_whole(any_store):
     entry = make_entry(1, regarding=BANK_A, processsession_name="\U0001f3e6" * 40_000)
     any_store.write([entry])
     assert any_store.by_regarding(BANK_A).entries[0].processsession_name == "\U0001f3e6" * 40_000
+
+
+def test_other_content_under_a_stored_entry_id_is_refused_and_the_first_kept(any_store):
+    from shared.errors import ConflictingDuplicates
+
+    genuine = make_entry(1, regarding=BANK_A)
+    any_store.write([genuine, make_entry(2, regarding=BANK_A)])
+    forged = genuine.model_copy(
+        update={"regarding_id": BANK_B, "operation_created_on": T0 + timedelta(days=3)}
+    )
+    newcomer = make_entry(3, regarding=BANK_B)
+    with pytest.raises(ConflictingDuplicates) as raised:
+        any_store.write([forged, newcomer])
+    assert set(raised.value.stored) == {genuine.entry_id}
+    assert raised.value.stored[genuine.entry_id].regarding_id == BANK_A
+    assert any_store.count() == 3  # the newcomer is stored; the forged copy is not
+    assert [e.entry_id for e in any_store.by_regarding(BANK_B).entries] == [newcomer.entry_id]
+    redelivered = genuine.model_copy(update={"message_id": "other", "delivery_count": 4})
+    assert any_store.write([redelivered]) == 0  # the same event again: silent and idempotent
+
+
+def test_a_conflict_inside_one_batch_keeps_the_first(any_store):
+    from shared.errors import ConflictingDuplicates
+
+    first = make_entry(7, regarding=BANK_A)
+    second = first.model_copy(update={"regarding_id": BANK_B})
+    with pytest.raises(ConflictingDuplicates) as raised:
+        any_store.write([first, second, first])
+    assert raised.value.stored[first.entry_id] == first
+    assert [e.regarding_id for e in all_pages(lambda c: any_store.in_range(continuation=c))] == [
+        BANK_A
+    ]

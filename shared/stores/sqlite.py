@@ -17,9 +17,10 @@ from functools import partial
 from pathlib import Path
 
 from shared.audit import AuditEntry, iso_utc
-from shared.errors import StoreUnavailable
+from shared.errors import ConflictingDuplicates, StoreUnavailable
 from shared.stores.base import (
     Page,
+    conflicting,
     decode_continuation,
     encode_continuation,
     normalize_id,
@@ -97,18 +98,15 @@ class SqliteAuditStore:
                 "`run` or the worker create it"
             )
         uri = self.path.resolve().as_uri()
-        db = sqlite3.connect(
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not wal.exists():
+            # no write-ahead log: no writer has the file open, so it is read as an immutable
+            # snapshot, which creates no -wal/-shm files beside it (and works on read-only media)
+            return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        # a writer may be working: read through SQLite's locking, which needs the -shm file
+        return sqlite3.connect(
             f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=busy_timeout
         )
-        try:
-            db.execute("SELECT count(*) FROM audit_entries LIMIT 1").fetchone()
-        except sqlite3.OperationalError:
-            # a WAL database on a read-only medium cannot make its -shm file: read it as an
-            # immutable snapshot instead (nobody can be writing to a read-only copy)
-            db.close()
-            db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
-            db.execute("SELECT count(*) FROM audit_entries LIMIT 1").fetchone()
-        return db
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -141,6 +139,7 @@ class SqliteAuditStore:
             before = db.total_changes
             db.execute("BEGIN IMMEDIATE")
             try:
+                held = self._held_versions(db, [e.entry_id for e in entries])
                 db.executemany(
                     "INSERT OR IGNORE INTO audit_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
                 )
@@ -149,7 +148,27 @@ class SqliteAuditStore:
                 if db.in_transaction:  # a failed COMMIT may have rolled back already
                     db.execute("ROLLBACK")
                 raise
-            return db.total_changes - before
+            added = db.total_changes - before
+        conflicts = conflicting(entries, held)
+        if conflicts:
+            raise ConflictingDuplicates(conflicts)
+        return added
+
+    @staticmethod
+    def _held_versions(db: sqlite3.Connection, entry_ids: list[str]) -> dict[str, str]:
+        """The stored JSON of those entry ids that are already in the store."""
+        held: dict[str, str] = {}
+        for start in range(0, len(entry_ids), 500):
+            chunk = entry_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            held.update(
+                db.execute(
+                    # only placeholders are formatted in; every value is a bound parameter
+                    f"SELECT entry_id, entry FROM audit_entries WHERE entry_id IN ({marks})",  # noqa: S608
+                    chunk,
+                ).fetchall()
+            )
+        return held
 
     def _select(
         self, clauses: list[str], params: list[object], limit: int | None, continuation: str | None

@@ -43,10 +43,11 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient
 
 from shared.audit import AuditEntry, iso_utc
-from shared.errors import StoreRejected, StoreUnavailable
+from shared.errors import ConflictingDuplicates, StoreRejected, StoreUnavailable
 from shared.stores.base import (
     Page,
     Unreadable,
+    conflicting,
     decode_continuation,
     encode_continuation,
     normalize_id,
@@ -219,9 +220,51 @@ class TableAuditStore:
     def write(self, entries: Sequence[AuditEntry]) -> int:
         """Create every view of every entry; existing ones are left untouched.
 
-        Partitions are independent, so their transactions go out concurrently (HTTP round
-        trips dominate); the write fails if any of them failed.
+        An entry whose entry_id is already stored with other event content is not written
+        (the first version is kept) and is reported by ``ConflictingDuplicates`` after the rest
+        is stored. Partitions are independent, so their transactions go out concurrently (HTTP
+        round trips dominate); the write fails if any of them failed.
         """
+        conflicts = conflicting(entries, self._held_versions(entries))
+        keep = [
+            e
+            for e in entries
+            if e.entry_id not in conflicts
+            or e.event_content() == conflicts[e.entry_id].event_content()
+        ]
+        created = self._create(keep)
+        if conflicts:
+            raise ConflictingDuplicates(conflicts)
+        return created
+
+    def _held_versions(self, entries: Sequence[AuditEntry]) -> dict[str, AuditEntry]:
+        """Entries already stored under the batch's entry ids. One entry_id belongs to one
+        processsession, so each session's partition is read once (a session holds a handful of
+        entries); partitions are read concurrently."""
+        wanted = {e.entry_id for e in entries}
+        sessions = sorted({e.processsession_id for e in entries})
+
+        def read(session: str) -> list[Any]:
+            try:
+                return list(
+                    self._table.query_entities(
+                        "PartitionKey eq @pk", parameters={"pk": f"session|{session}"}
+                    )
+                )
+            except AzureError as exc:
+                if getattr(exc, "status_code", None) == 404:
+                    return []  # the table is gone: nothing is held; the write recreates it
+                raise _unavailable("read before write", exc, self.endpoint) from exc
+
+        held: dict[str, AuditEntry] = {}
+        for rows in self._pool.map(read, sessions):
+            for row in rows:
+                if row.get("entry_id") in wanted:
+                    entries_read, _ = _read([row])
+                    held.update((e.entry_id, e) for e in entries_read)
+        return held
+
+    def _create(self, entries: Sequence[AuditEntry]) -> int:
         entities = [entity for entry in entries for entity in to_entities(entry)]
         batches = list(_transactions(entities))
         if len(batches) <= 1:
