@@ -15,7 +15,14 @@ from pydantic import SecretStr
 from devtools.broker_process import BrokerProcess
 from shared.bootstrap import build_pipeline
 from shared.cli import BUNDLED_SAMPLES, load_message, message_files, store_summary
-from shared.console import console, dead_letter_table, entries_table, outcomes_table, summary
+from shared.console import (
+    console,
+    dead_letter_table,
+    entries_table,
+    outcomes_table,
+    plain,
+    summary,
+)
 from shared.servicebus import Source, Worker, build_client, peek_dead_letters, send
 from shared.settings import load_settings
 
@@ -55,7 +62,7 @@ def main() -> int:
         outcomes_table(labels, outcomes, f"the worker on {source}: {len(outcomes)} message(s)")
     )
     out.print(summary(outcomes))
-    out.print(store_summary(settings, before, after))
+    out.print(plain(store_summary(settings, before, after)))
     out.print(entries_table(trail))
     out.print(dead_letter_table(dead, f"dead-letter queue of {source}: {len(dead)}"))
     return 0 if len(outcomes) == sent else 1

@@ -230,7 +230,10 @@ def build_entry(
         organization_claim=message.get_property(CLAIM_ORGANIZATION),
         message_name=context.message_name,
         processsession_id=str(context.primary_entity_id),
-        processsession_name=_session_name(context),
+        # the session's name is its `name` column: redacting `name` redacts it here too
+        processsession_name=REDACTED
+        if "name" in redact and _session_name(context) is not None
+        else _session_name(context),
         regarding_logical_name=ascii_lower(reference.logical_name) if reference else None,
         regarding_id=str(reference.id) if reference else None,
         regarding_name=reference.name if reference else None,

@@ -21,10 +21,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from azure.core.exceptions import AzureError
-from rich.logging import RichHandler
 
 from shared.audit import AuditEntry
-from shared.console import console, dead_letter_table, entries_table, outcomes_table, summary
+from shared.console import (
+    PlainRichHandler,
+    console,
+    dead_letter_table,
+    entries_table,
+    escape_controls,
+    outcomes_table,
+    plain,
+    summary,
+)
 from shared.envelope import InboundMessage, from_files, properties_path_for
 from shared.errors import ServiceError
 from shared.pipeline import Pipeline, Policy, evaluate
@@ -87,7 +95,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     title = f"{len(outcomes)} message(s) from {', '.join(map(str, sources))}"
     out.print(outcomes_table(labels, outcomes, title))
     out.print(summary(outcomes))
-    out.print(store_summary(settings, before, after))
+    out.print(plain(store_summary(settings, before, after)))
     return 1 if any(o.settlement is Settlement.RETRY for o in outcomes) else 0
 
 
@@ -107,7 +115,7 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     if decision.verdict is Verdict.MALFORMED and decision.description:
-        print(f"{decision.reason}: {decision.description}", file=sys.stderr)
+        print(f"{decision.reason}: {escape_controls(decision.description)}", file=sys.stderr)
     return 0
 
 
@@ -186,6 +194,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         if args.output is None:
             count = write_jsonl(_selected(store, args), sys.stdout)
         else:
+            _check_output(args.output)
             args.output.parent.mkdir(parents=True, exist_ok=True)
             partial = args.output.with_name(args.output.name + ".partial")
             with partial.open("w", encoding="utf-8") as out:
@@ -195,6 +204,16 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
     print(f"exported {count} entries", file=sys.stderr)
     return 0
+
+
+def _check_output(path: Path) -> None:
+    """``export --output`` replaces only a regular file (or creates one): never a folder, a
+    device such as /dev/full, or a FIFO, which a rename would clobber."""
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise ValueError(f"--output {path} is {kind}; name a file to write the export to")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"--output {path}: {path.parent} is not a folder")
 
 
 def _servicebus(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
@@ -273,7 +292,8 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
         )
     verb = "would replay" if args.dry_run else "replayed"
     for item in report:
-        print(f"{verb if item.replayed else 'left'} {item.message_id} ({item.reason})")
+        shown = escape_controls(f"{item.message_id} ({item.reason})")
+        print(f"{verb if item.replayed else 'left'} {shown}")
     print(
         f"{verb} {sum(r.replayed for r in report)} of {len(report)} dead-lettered "
         f"message(s) of {source}",
@@ -459,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        handlers=[RichHandler(console=console(stderr=True), show_path=False)],
+        handlers=[PlainRichHandler(console=console(stderr=True), show_path=False)],
         format="%(message)s",
     )
     if not args.verbose:
@@ -470,10 +490,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
         return int(args.handler(args, settings))
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escape_controls(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the command could not read or write
+        print(f"error: {escape_controls(exc)}", file=sys.stderr)
         return 2
     except (ServiceError, AzureError, RegistrationError) as exc:  # a store, broker or API
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {escape_controls(exc)}", file=sys.stderr)
         return 1
 
 

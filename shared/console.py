@@ -1,14 +1,24 @@
-"""What a person reads in the terminal: rich tables of outcomes, the trail, and the DLQ."""
+"""What a person reads in the terminal: rich tables of outcomes, the trail, and the DLQ.
+
+Everything shown that came from a message, a store or the broker is data, never markup or
+terminal control: it goes into cells as ``rich.text.Text`` (no ``[...]`` markup is read) with
+control characters shown escaped (``\x1b``), so a session named ``[/oops]`` or a description
+holding an escape sequence can neither crash a command nor reach the terminal raw.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from shared.audit import AuditEntry
 from shared.pipeline import Outcome
@@ -22,6 +32,28 @@ _SETTLED = {
 }
 
 
+#: C0 and C1 controls and DEL (tab and newline kept), and the bidirectional overrides that can
+#: make a terminal show text other than what it holds.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(value: object) -> str:
+    """``value`` as text with every control character written as an escape (``\x07``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
+def plain(value: object) -> Text:
+    """A table cell or line from data: no markup interpretation, controls escaped."""
+    return Text(escape_controls(value))
+
+
+class PlainRichHandler(RichHandler):
+    """Log lines as plain text: a message may quote data (a description, a name)."""
+
+    def render_message(self, record: logging.LogRecord, message: str) -> Text:
+        return plain(message)
+
+
 def console(stderr: bool = False) -> Console:
     """A console that wraps at 160 columns when not writing to a terminal."""
     return Console(
@@ -29,27 +61,29 @@ def console(stderr: bool = False) -> Console:
     )
 
 
-def _verdict(verdict: Verdict) -> str:
-    return f"[{_STYLE[verdict.value]}]{verdict.value}[/]"
+def _verdict(verdict: Verdict) -> Text:
+    return Text(verdict.value, style=_STYLE[verdict.value])
 
 
 def outcomes_table(labels: Sequence[str], outcomes: Sequence[Outcome], title: str) -> Table:
     """One row per message: verdict, reason, settlement, entry id or description."""
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for column in ("message", "verdict", "reason", "settlement", "entry_id / description"):
         table.add_column(column, overflow="fold")
     for label, outcome in zip(labels, outcomes, strict=True):
         decision = outcome.decision
         table.add_row(
-            label,
+            plain(label),
             _verdict(decision.verdict),
             outcome.dead_letter_reason
             if outcome.settlement is Settlement.DEAD_LETTER
             else (decision.reason.value if decision.reason else ""),
             _SETTLED[outcome.settlement],
-            decision.entry.entry_id
-            if decision.entry and outcome.settlement is Settlement.COMPLETE
-            else (outcome.description or ""),
+            plain(
+                decision.entry.entry_id
+                if decision.entry and outcome.settlement is Settlement.COMPLETE
+                else (outcome.description or "")
+            ),
         )
     return table
 
@@ -91,27 +125,29 @@ def entries_table(entries: Sequence[AuditEntry]) -> Table:
     for e in entries:
         table.add_row(
             e.operation_created_on.strftime("%Y-%m-%d %H:%M:%S"),
-            e.message_name,
+            plain(e.message_name),
             _verdict(e.verdict),
             e.reason.value if e.reason else "",
-            f"{e.processsession_name or ''}\n{e.processsession_id}",
-            f"{e.regarding_logical_name}\n{e.regarding_id}" if e.regarding_id else "-",
-            _columns([c.column for c in e.changes]),
+            plain(f"{escape_controls(e.processsession_name or '')}\n{e.processsession_id}"),
+            plain(f"{escape_controls(e.regarding_logical_name)}\n{e.regarding_id}")
+            if e.regarding_id
+            else "-",
+            plain(_columns([escape_controls(c.column) for c in e.changes])),
         )
     return table
 
 
 def dead_letter_table(messages: Sequence[Any], title: str) -> Table:
     """Dead-lettered Service Bus messages: id, reason, description, enqueued, deliveries."""
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for column in ("message id", "reason", "description", "enqueued (UTC)", "deliveries"):
         table.add_column(column, overflow="fold")
     for m in messages:
         enqueued = m.enqueued_time_utc.strftime("%Y-%m-%d %H:%M:%S") if m.enqueued_time_utc else ""
         table.add_row(
-            m.message_id or "",
-            m.dead_letter_reason or "",
-            m.dead_letter_error_description or "",
+            plain(m.message_id or ""),
+            plain(m.dead_letter_reason or ""),
+            plain(m.dead_letter_error_description or ""),
             enqueued,
             str(m.delivery_count),
         )

@@ -167,18 +167,42 @@ def from_files(body_path: Path, properties_path: Path | None = None) -> InboundM
     The properties file holds ``content_type``, ``message_id``, ``correlation_id`` and
     ``application_properties``; without one, the message has no content type.
     """
-    body = body_path.read_bytes()
+    body = _read_regular(body_path, "message body").read_bytes()
     meta: dict[str, Any] = {}
     if properties_path is not None:
-        meta = json.loads(properties_path.read_text(encoding="utf-8"))
+        text = _read_regular(properties_path, "properties file").read_bytes()
+        try:
+            meta = json.loads(text.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{properties_path}: not a JSON properties file ({exc})") from exc
         if not isinstance(meta, dict):
             raise ValueError(f"{properties_path}: expected a JSON object")
+    properties = meta.get("application_properties")
+    if properties is not None and not isinstance(properties, dict):
+        raise ValueError(
+            f"{properties_path}: application_properties must be a JSON object of names to values"
+        )
+    counts = {name: meta.get(name) for name in ("delivery_count", "sequence_number")}
+    for name, value in counts.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"{properties_path}: {name} must be a whole number, not {value!r}")
     return InboundMessage(
         body=body,
         content_type=_text_or_none(meta.get("content_type")),
         message_id=_text_or_none(meta.get("message_id")),
         correlation_id=_text_or_none(meta.get("correlation_id")),
-        application_properties=normalize_properties(meta.get("application_properties")),
-        delivery_count=meta.get("delivery_count"),
-        sequence_number=meta.get("sequence_number"),
+        application_properties=normalize_properties(properties),
+        delivery_count=counts["delivery_count"],
+        sequence_number=counts["sequence_number"],
     )
+
+
+def _read_regular(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file; else one clear error (a folder, a device, a FIFO
+    would hang or fail obscurely)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no such {what}: {path}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise ValueError(f"{what} {path} is {kind}")
+    return path

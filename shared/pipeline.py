@@ -125,6 +125,22 @@ def check_organization(context: RemoteExecutionContext, allowed: frozenset[UUID]
         )
 
 
+def withhold_redacted(description: str, redact: frozenset[str]) -> str:
+    """A refusal that names a redacted column keeps its path but not the value it quotes:
+    the DLQ description, the logs and stderr must not hold what AUDIT_REDACT_COLUMNS hides."""
+    if not redact:
+        return description
+    path, _, _ = description.partition(": ")
+    lowered = path.lower()
+    for column in sorted(redact):
+        if f"['{column}']" in lowered:
+            return (
+                f"{path}: the value of redacted column {column!r} is not valid; it is withheld "
+                "here (AUDIT_REDACT_COLUMNS). Inspect the message body itself to see it"
+            )
+    return description
+
+
 def evaluate(
     message: InboundMessage, policy: Policy = Policy(), clock: Callable[[], datetime] = _now
 ) -> Decision:
@@ -142,7 +158,9 @@ def evaluate(
         entry = build_entry(context, judgement, message, clock(), policy.redact_columns)
         return Decision(judgement.verdict, judgement.reason, None, entry)
     except MalformedMessage as exc:
-        return Decision(Verdict.MALFORMED, exc.reason, exc.description)
+        return Decision(
+            Verdict.MALFORMED, exc.reason, withhold_redacted(exc.description, policy.redact_columns)
+        )
     except Exception as exc:
         log.exception("unexpected error deciding message %s", message.message_id)
         return Decision(

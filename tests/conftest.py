@@ -191,6 +191,7 @@ QUEUES = (
     "no-backoff:lock=2:max=3",
     "conflicts",
     "storm",
+    "hostile-text",
 )
 BROKER_ENTITIES = (
     *(arg for queue in QUEUES for arg in ("--queue", queue)),

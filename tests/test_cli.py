@@ -125,3 +125,60 @@ def test_unreachable_store_is_a_clear_error_not_a_traceback(tmp_path):
     )
     assert "Traceback" not in result.stderr
     assert "c2VjcmV0LWtleS1mb3ItdGVzdHM=" not in result.stderr + result.stdout
+
+
+def _properties(tmp_path: Path, name: str, content: str) -> Path:
+    path = tmp_path / name
+    path.write_text(content)
+    return path
+
+
+def test_bad_inputs_get_one_line_and_a_non_zero_exit(tmp_path):
+    body = str(SAMPLES / "json-create-bankaccount.body")
+    db = tmp_path / "x.sqlite3"
+    cases = [
+        (("inspect", str(tmp_path)), "is a folder"),
+        (("inspect", body, "--properties", str(tmp_path)), "is a folder"),
+        (("inspect", str(tmp_path / "missing.body")), "no such message body"),
+        (("inspect", "/dev/null"), "not a regular file"),
+        (
+            (
+                "inspect",
+                body,
+                "--properties",
+                str(_properties(tmp_path, "l.json", '{"application_properties": [1]}')),
+            ),
+            "application_properties must be a JSON object",
+        ),
+        (
+            (
+                "inspect",
+                body,
+                "--properties",
+                str(_properties(tmp_path, "d.json", '{"delivery_count": "abc"}')),
+            ),
+            "delivery_count must be a whole number",
+        ),
+        (
+            ("inspect", body, "--properties", str(_properties(tmp_path, "j.json", "{nope"))),
+            "not a JSON properties file",
+        ),
+        (("export", "--output", str(tmp_path)), "is a folder"),
+        (("export", "--output", "/dev/full"), "not a regular file"),
+    ]
+    _cli("run", str(SAMPLES / "json-create-bankaccount.body"), db=db)
+    for args, says in cases:
+        done = _cli(*args, db=db, check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        assert says in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert Path("/dev/full").is_char_device()  # the export left the device alone
+
+
+def test_reading_a_store_that_is_not_there_creates_nothing(tmp_path):
+    typo = tmp_path / "typo" / "audit.sqlite3"
+    done = _cli("entries", db=typo, check=False)
+    assert done.returncode == 1
+    assert "no SQLite audit store at" in done.stderr
+    assert not typo.parent.exists()

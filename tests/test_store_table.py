@@ -97,3 +97,25 @@ def test_a_deleted_table_is_recreated_on_write(table):
     table._service.delete_table(table.table_name)
     assert table.write([make_entry(2, regarding=BANK)]) == 1
     assert [e.entry_id for e in table.by_regarding(BANK).entries] == [make_entry(2).entry_id]
+
+
+def test_a_date_before_1601_is_refused_at_write_time_and_reads_go_on(azurite):
+    from datetime import UTC, datetime
+
+    from shared.pipeline import Pipeline
+    from tests.conftest import json_message, sample_document
+    from tests.entries import make_entry
+
+    table = table_store(azurite.connection_string)
+    ancient = make_entry(1, regarding=BANK, when=datetime(1600, 12, 31, tzinfo=UTC))
+    with pytest.raises(StoreRejected, match="before 1601-01-01"):
+        table.write([ancient])
+    document = sample_document()
+    document["OperationCreatedOn"] = "/Date(-11676096000000)/"  # 1600-01-01
+    fine = json_message(sample_document("json-update-bankaccount"), message_id="fine")
+    outcomes = Pipeline(table).handle([json_message(document, message_id="old"), fine])
+    assert [o.settlement.value for o in outcomes] == ["dead_letter", "complete"]
+    assert outcomes[0].dead_letter_reason == "store_rejected"
+    assert len(table.in_range().entries) == 1
+    table.delete_table()
+    table.close()

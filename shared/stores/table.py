@@ -64,6 +64,11 @@ WRITE_CONCURRENCY = 8
 _TRANSIENT_STATUS = {404, 408, 429}
 
 
+#: Azure Table Storage's DateTime range starts here; an earlier value is stored by Azurite but
+#: then breaks every read of its partitions.
+EARLIEST = datetime(1601, 1, 1, tzinfo=UTC)
+
+
 def _unavailable(action: str, exc: Exception, endpoint: str = "") -> StoreUnavailable:
     """A transient store error that says what failed, where, and what to check; never a
     secret (the endpoint is the account URL, which holds no key)."""
@@ -225,6 +230,14 @@ class TableAuditStore:
         is stored. Partitions are independent, so their transactions go out concurrently (HTTP
         round trips dominate); the write fails if any of them failed.
         """
+        for entry in entries:
+            if entry.operation_created_on < EARLIEST:
+                raise StoreRejected(
+                    entry.entry_id,
+                    f"operation_created_on {iso_utc(entry.operation_created_on)} is before "
+                    "1601-01-01, the earliest date Azure Table Storage holds (refused at write "
+                    "time, so that no read of its partitions ever fails)",
+                )
         conflicts = conflicting(entries, self._held_versions(entries))
         keep = [
             e
