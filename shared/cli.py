@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+from uuid import UUID
 
 from azure.core.exceptions import AzureError
 
@@ -124,8 +125,25 @@ def _fields(message: InboundMessage) -> dict[str, Any]:
 
 
 def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO-8601 date or time (UTC unless it says otherwise), for --since and --until."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date or time; use ISO-8601, e.g. 2024-11-26 or "
+            "2024-11-26T09:15:00Z (UTC unless an offset is given)"
+        ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _guid(text: str) -> str:
+    """A record id for --regarding and --session (braces allowed, as Dataverse shows them)."""
+    try:
+        return str(UUID(text.strip().strip("{}")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a GUID; give a record id such as 8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22"
+        ) from None
 
 
 def iter_entries(
@@ -380,7 +398,7 @@ def _time_range_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.cli",
+        prog="psaudit",
         description="Audit Dataverse processsession events (see README.md).",
     )
     parser.add_argument("--db", type=Path, help="SQLite file (overrides AUDIT_SQLITE_PATH)")
@@ -402,8 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=cmd_inspect)
 
     entries = commands.add_parser("entries", help="read the audit trail")
-    entries.add_argument("--regarding", help="regarding record id (e.g. a bank account)")
-    entries.add_argument("--session", help="processsession id")
+    entries.add_argument(
+        "--regarding", type=_guid, help="regarding record id (e.g. a bank account)"
+    )
+    entries.add_argument("--session", type=_guid, help="processsession id")
     _time_range_options(entries)
     entries.add_argument("--format", choices=("table", "jsonl"), default="table")
     entries.set_defaults(handler=cmd_entries)

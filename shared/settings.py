@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Service Bus Standard accepts at most 256 KiB per message; anything larger is hostile.
@@ -132,6 +132,33 @@ class Settings(BaseSettings):
         return value
 
 
+class SettingsError(ValueError):
+    """Raised when a setting has a bad value: one line naming the variable, the value (never
+    a secret's) and what is allowed."""
+
+
+def variable_name(field: str) -> str:
+    """The environment variable a person sets for a settings field."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field.upper()
+
+
+def _secret(field: str) -> bool:
+    info = Settings.model_fields.get(field)
+    return info is not None and "SecretStr" in str(info.annotation)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment (and explicit overrides, e.g. CLI options)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            value = "(hidden)" if _secret(field) else repr(error.get("input"))
+            problems.append(f"{variable_name(field)}={value}: {error['msg']}")
+        raise SettingsError("invalid setting: " + "; ".join(problems)) from None

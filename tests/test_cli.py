@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import SAMPLES, run_cli
 
@@ -182,3 +185,54 @@ def test_reading_a_store_that_is_not_there_creates_nothing(tmp_path):
     assert done.returncode == 1
     assert "no SQLite audit store at" in done.stderr
     assert not typo.parent.exists()
+
+
+BAD_SETTINGS = [
+    ("AUDIT_STORE", "mongo", "'sqlite' or 'table'"),
+    ("AUDIT_SQLITE_BUSY_TIMEOUT", "-1", "greater than 0"),
+    ("AUDIT_LOCK_RENEWAL_SECONDS", "0", "greater than 0"),
+    ("AUDIT_STORE_RETRY_SECONDS", "forever", "valid number"),
+    ("AUDIT_STORE_RETRY_MAX_DELAY", "0", "greater than 0"),
+    ("AUDIT_TABLE_NAME", "1bad", "pattern"),
+    ("ALLOWED_ORGANIZATION_IDS", "not-a-guid", "UUID"),
+    ("AUDIT_REDACT_COLUMNS", None, None),  # any text is a column list: nothing can be bad
+    ("AUDIT_MAX_BODY_BYTES", "abc", "valid integer"),
+    ("AUDIT_MAX_NESTING_DEPTH", "0", "greater than 0"),
+]
+
+
+@pytest.mark.parametrize(("variable", "bad", "says"), [b for b in BAD_SETTINGS if b[1]])
+def test_a_bad_setting_is_one_line_naming_the_variable_and_value(tmp_path, variable, bad, says):
+    done = run_cli("inspect", str(SAMPLES / "json-delete.body"), env={variable: bad}, check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"{variable}={bad!r}" in done.stderr
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_arguments_are_checked_with_a_hint(tmp_path):
+    db = tmp_path / "a.sqlite3"
+    _cli("run", str(SAMPLES / "json-create-bankaccount.body"), db=db)
+    guid = _cli("entries", "--regarding", "not-a-guid", db=db, check=False)
+    assert guid.returncode == 2
+    assert "'not-a-guid' is not a GUID" in guid.stderr
+    when = _cli("entries", "--since", "yesterday", db=db, check=False)
+    assert "use ISO-8601, e.g. 2024-11-26" in when.stderr
+    braces = _cli("entries", "--regarding", "{8E5F1A2B-6C7D-EF11-BFE3-6045BD0C1A22}", db=db)
+    assert "audit trail: 1 entry" in braces.stdout
+
+
+def test_the_installed_command_works_from_any_folder(tmp_path):
+    command = Path(sys.executable).parent / "psaudit"
+    assert command.exists(), "make install installs psaudit into the venv"
+    env = {**os.environ, "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"), "COLUMNS": "200"}
+    run = subprocess.run(
+        [str(command), "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "4 accepted, 2 rejected, 2 ignored, 1 dead-lettered" in run.stdout  # bundled samples
+    for args in (["entries"], ["export"], ["inspect", str(SAMPLES / "json-delete.body")]):
+        done = subprocess.run(
+            [str(command), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, (args, done.stderr)

@@ -144,3 +144,22 @@ def test_local_settings_example_names_known_settings():
         }
     )
     assert set(example) - known == set()
+
+
+def test_local_settings_example_lists_every_setting_the_code_reads():
+    """Derived from the settings model, so the example cannot drift: each setting appears
+    under one of its names (the Service Bus connection in its identity form only)."""
+    example = set(json.loads((ROOT / "local.settings.json.example").read_text())["Values"])
+    missing = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = (
+            {str(choice) for choice in alias.choices}
+            if isinstance(alias, AliasChoices)
+            else {name.upper()}
+        )
+        if name == "servicebus_connection_string":
+            continue  # a secret: the example shows the identity-based connection instead
+        if not names & example:
+            missing.append(sorted(names)[0])
+    assert missing == []
