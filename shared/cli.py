@@ -325,7 +325,7 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
 
     from shared.registration import Registrar, Registration, WebApi
 
-    sas_key = os.environ.get("DATAVERSE_SAS_KEY", "")
+    sas_key = os.environ.get("DATAVERSE_SAS_KEY", "") or ("<key>" if args.plan else "")
     if not sas_key:
         raise ValueError(
             "set DATAVERSE_SAS_KEY to the key of the send-only SAS rule "
@@ -343,10 +343,19 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
         endpoint_name=args.endpoint_name,
         old_value_columns=args.old_value_columns,
     )
-    report = Registrar(
-        WebApi(url, _dataverse_token(url)), dry_run=args.dry_run, rotate_key=args.rotate_key
-    ).register(registration)
-    verb = "would send" if args.dry_run else "sent"
+    from shared.registration import PlanApi
+
+    api: Any = PlanApi(url) if args.plan else WebApi(url, _dataverse_token(url))
+    report = Registrar(api, dry_run=args.dry_run or args.plan, rotate_key=args.rotate_key).register(
+        registration
+    )
+    verb = "would send" if args.dry_run or args.plan else "sent"
+    if args.plan:
+        print(
+            "plan for a first registration (nothing read or written; --dry-run compares with "
+            "what Dataverse holds):",
+            file=sys.stderr,
+        )
     for request in report.writes:
         print(request.show())
     for label in report.unchanged:
@@ -489,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     register.add_argument(
         "--dry-run", action="store_true", help="read, print the writes it would make, write nothing"
+    )
+    register.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what a first registration writes, with no network or credentials",
     )
     register.set_defaults(handler=cmd_register)
     return parser

@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import requests
@@ -125,20 +125,30 @@ class WebApi:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         url = f"{self.base}/{path}"
-        response = self.session.request(
-            method,
-            url,
-            headers=self._headers(),
-            data=json.dumps(body) if body is not None else None,
-            timeout=60,
-        )
+        try:
+            response = self.session.request(
+                method,
+                url,
+                headers=self._headers(),
+                data=json.dumps(body) if body is not None else None,
+                timeout=60,
+            )
+        except requests.RequestException as exc:
+            raise RegistrationError(
+                f"{method} {self.base} failed: {type(exc).__name__} (no answer: check the "
+                "environment URL and that this machine can reach it)"
+            ) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("error", {}).get("message", response.text)
             except ValueError:
                 detail = response.text
+            secret = (body or {}).get("saskey")
+            text = str(detail)
+            if secret:  # a Web API that echoes the request must not print the key
+                text = text.replace(str(secret), REDACTED)
             raise RegistrationError(
-                f"{method} {path} failed: HTTP {response.status_code}: {str(detail)[:300]}"
+                f"{method} {path} failed: HTTP {response.status_code}: {text[:300]}"
             )
         return response.json() if response.content else None
 
@@ -146,6 +156,28 @@ class WebApi:
         query = f"{entity_set}?$select={select}&$filter={quote(odata_filter, safe=' =()')}"
         result = self.call("GET", query)
         return list(result.get("value", [])) if isinstance(result, dict) else []
+
+
+class PlanApi:
+    """Stands in for the Web API when nothing may be read: nothing exists yet, and the SDK
+    messages and filters Dataverse always has are named by placeholders. ``register --plan``
+    uses it to show every write a first registration makes, with no network or credentials."""
+
+    _ALWAYS_THERE: ClassVar[dict[str, str]] = {
+        "sdkmessages": "SDK message",
+        "sdkmessagefilters": "message filter",
+    }
+
+    def __init__(self, environment_url: str) -> None:
+        self.base = f"{environment_url.rstrip('/')}/{API}"
+
+    def find(self, entity_set: str, odata_filter: str, select: str) -> list[dict[str, Any]]:
+        if entity_set in self._ALWAYS_THERE:
+            return [{select: f"<{self._ALWAYS_THERE[entity_set]} id>"}]
+        return []
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        raise RegistrationError("the plan makes no call to Dataverse")  # pragma: no cover
 
 
 def _literal(text: str) -> str:

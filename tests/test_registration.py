@@ -169,3 +169,90 @@ def test_command_line_dry_run_then_real_run(webapi):
     run_cli(*args, env=env)
     again = run_cli(*args, env=env)
     assert "sent 0 write(s); 5 row(s) already as wanted" in again.stderr
+
+
+def _register_command(*args: str, env: dict[str, str]):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "register", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+REGISTER_ARGS = ("--namespace", "sbns", "--queue", "q", "--sas-key-name", "send")
+
+
+def test_the_plan_needs_no_network_or_credentials():
+    import os
+
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent"}  # no token, no key, no login
+    done = _register_command(
+        "--plan", "--environment-url", "https://contoso.invalid", *REGISTER_ARGS, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("POST ") == 5
+    assert '"saskey": "***"' in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_environment_is_one_line(tmp_path):
+    import os
+
+    from devtools.processes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "DATAVERSE_SAS_KEY": "S3CRET-KEY-VALUE", "DATAVERSE_ACCESS_TOKEN": "t"}
+    done = _register_command("--dry-run", "--environment-url", url, *REGISTER_ARGS, env=env)
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "no answer: check the environment URL" in done.stderr
+    assert "S3CRET-KEY-VALUE" not in done.stdout + done.stderr
+
+
+def test_an_error_body_that_echoes_the_request_never_shows_the_key():
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from shared.registration import Registrar, Registration, RegistrationError, WebApi
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self):
+            found = b"[]" if "serviceendpoints" in self.path else b'[{"sdkmessageid": "1"}]'
+            self._answer(200, b'{"value": ' + found + b"}")
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self._answer(
+                400, b'{"error": {"message": "bad request: ' + body.replace(b'"', b"'") + b'"}}'
+            )
+
+        def _answer(self, status, payload):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = WebApi(f"http://127.0.0.1:{server.server_port}", lambda: "token")
+        registration = Registration(
+            namespace="sbns", entity="q", sas_key_name="send", sas_key="S3CRET-KEY-VALUE"
+        )
+        with pytest.raises(RegistrationError) as raised:
+            Registrar(api).register(registration)
+    finally:
+        server.shutdown()
+    assert "HTTP 400" in str(raised.value)
+    assert "S3CRET-KEY-VALUE" not in str(raised.value)
+    assert "***" in str(raised.value)
