@@ -35,6 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCH = 100
 
 
+def phase(text: str) -> None:
+    """Say what is being measured now (a full run takes minutes)."""
+    print(f"... {text}", file=sys.stderr, flush=True)
+
+
 def timed(work: Callable[[], object], repeat: int = 3) -> float:
     """Best of ``repeat`` wall-clock runs (the least disturbed by the machine)."""
     best = float("inf")
@@ -203,15 +208,19 @@ def main() -> int:
     rows: list[tuple[str, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        phase(f"floor: json.loads / ET.fromstring of {n:,} bodies")
         floor_s = timed(lambda: floor(corpus))
         rate_floor = n / floor_s
         naive_n = min(n, 2_000)  # one fsync per message: measured on a slice
+        phase("naive baseline (one fsync per message)")
         naive_rate = naive_n / timed(lambda: naive(corpus[:naive_n], tmp / "naive.sqlite3"), 1)
         rows.append(("floor: json.loads / xml.etree per body", rate_floor, ""))
         rows.append(
             (f"naive: json.loads + walk + INSERT/commit each (n={naive_n})", naive_rate, "")
         )
+        phase("decode only")
         rows.append(("decode only", n / timed(lambda: decode_only(corpus)), ""))
+        phase("decode + judge + record")
         decide_rate = n / timed(lambda: decide(corpus))
         rows.append(("decode + judge + record (no I/O)", decide_rate, "target >= 1.0x floor"))
         counter = iter(range(1_000_000))
@@ -221,7 +230,9 @@ def main() -> int:
             pipeline_run(corpus, Pipeline(store))
             store.close()
 
+        phase("full pipeline into SQLite")
         sqlite_rate = n / timed(sqlite_run)
+        phase("full pipeline into the Table store on Azurite")
         rows.append(
             (
                 f"full pipeline, SQLite, batches of {BATCH}",
@@ -250,6 +261,7 @@ def main() -> int:
         table.add_row(name, f"{rate:,.0f}", f"{rate / rate_floor:.2f}", note)
     console.print(table)
 
+    phase(f"cold start ({args.cold_runs} fresh processes per variant)")
     app, bare, extension = cold_start(args.cold_runs)
     first = first_invocation(max(3, args.cold_runs // 2))
     cold = Table(title=f"cold start (median of {args.cold_runs} fresh processes)")
@@ -276,6 +288,7 @@ def main() -> int:
     )
     console.print(cold)
 
+    phase(f"memory while streaming {args.memory_n:,} messages")
     points = memory(args.memory_n)
     mem = Table(title=f"peak RSS while streaming {args.memory_n:,} messages through the pipeline")
     for column in ("messages", "peak RSS (MiB)", "x first point"):

@@ -39,6 +39,7 @@ def main() -> int:
         message = load_message(body)
         names[message.message_id] = body.name.removesuffix(".body")
         messages.append(message)
+    out.print("starting the local Service Bus broker (a test tool, a few seconds) ...")
     with BrokerProcess("--queue", f"{QUEUE}:lock=30:max=10") as broker:
         out.print(
             f"local Service Bus broker on 127.0.0.1:{broker.port} (a test tool, not "
@@ -51,6 +52,7 @@ def main() -> int:
             sent = send(client, source, messages)
             out.print(f"sent {sent} sample message(s) to {source}")
             before = pipeline.store.count()
+            out.print("the worker is draining the queue (it stops once the queue is empty) ...")
             stats = Worker(client, pipeline, source, max_wait_time=2).run(until_idle=True)
             after = pipeline.store.count()
             dead = peek_dead_letters(client, source)

@@ -196,13 +196,14 @@ def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntr
 def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
     store = build_store(settings, read_only=True)
     try:
-        if args.format == "jsonl":
+        if (args.format or ("table" if sys.stdout.isatty() else "jsonl")) == "jsonl":
             write_jsonl(_selected(store, args), sys.stdout)
             return 0
         entries = list(_selected(store, args))
     finally:
         store.close()
-    console().print(entries_table(entries))
+    out = console()
+    out.print(entries_table(entries, out.width))
     return 0
 
 
@@ -434,7 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     entries.add_argument("--session", type=_guid, help="processsession id")
     _time_range_options(entries)
-    entries.add_argument("--format", choices=("table", "jsonl"), default="table")
+    entries.add_argument(
+        "--format",
+        choices=("table", "jsonl"),
+        help="table on a terminal, JSON lines when piped (the default picks)",
+    )
     entries.set_defaults(handler=cmd_entries)
 
     export = commands.add_parser("export", help="stream the audit trail as JSON lines")

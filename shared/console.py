@@ -9,6 +9,7 @@ holding an escape sequence can neither crash a command nor reach the terminal ra
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections import Counter
@@ -55,10 +56,9 @@ class PlainRichHandler(RichHandler):
 
 
 def console(stderr: bool = False) -> Console:
-    """A console that wraps at 160 columns when not writing to a terminal."""
-    return Console(
-        stderr=stderr, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160
-    )
+    """A console as wide as the terminal; when not writing to one, ``COLUMNS`` or 160."""
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "") or 160)
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def _verdict(verdict: Verdict) -> Text:
@@ -109,9 +109,19 @@ def _columns(columns: list[str], shown: int = 4) -> str:
     return ", ".join(columns[:shown]) + f" (+{len(columns) - shown} more)"
 
 
-def entries_table(entries: Sequence[AuditEntry]) -> Table:
-    """The audit trail, oldest first."""
-    table = Table(title=f"audit trail: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+def _id(value: object, short: bool) -> str:
+    text = str(value)
+    return text[:8] + "…" if short and len(text) > 9 else text
+
+
+def entries_table(entries: Sequence[AuditEntry], width: int = 160) -> Table:
+    """The audit trail, oldest first; under 120 columns ids are shortened to their first 8
+    characters (``--format jsonl`` has them whole)."""
+    short = width < 120
+    title = f"audit trail: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+    if short:
+        title += " (ids shortened; --format jsonl for whole ids)"
+    table = Table(title=title)
     for column in (
         "when (UTC)",
         "message",
@@ -128,8 +138,10 @@ def entries_table(entries: Sequence[AuditEntry]) -> Table:
             plain(e.message_name),
             _verdict(e.verdict),
             e.reason.value if e.reason else "",
-            plain(f"{escape_controls(e.processsession_name or '')}\n{e.processsession_id}"),
-            plain(f"{escape_controls(e.regarding_logical_name)}\n{e.regarding_id}")
+            plain(
+                f"{escape_controls(e.processsession_name or '')}\n{_id(e.processsession_id, short)}"
+            ),
+            plain(f"{escape_controls(e.regarding_logical_name)}\n{_id(e.regarding_id, short)}")
             if e.regarding_id
             else "-",
             plain(_columns([escape_controls(c.column) for c in e.changes])),

@@ -57,7 +57,7 @@ def test_entries_reads_the_trail_as_jsonl_and_filters(tmp_path):
         "entries", "--since", "2024-11-28", "--until", "2024-12-01", "--format", "jsonl", db=db
     ).stdout.splitlines()
     assert len(ranged) == 2
-    table = _cli("entries", db=db).stdout
+    table = _cli("entries", "--format", "table", db=db).stdout
     assert "audit trail: 6 entries" in table
 
 
@@ -220,7 +220,7 @@ def test_arguments_are_checked_with_a_hint(tmp_path):
     when = _cli("entries", "--since", "yesterday", db=db, check=False)
     assert "use ISO-8601, e.g. 2024-11-26" in when.stderr
     braces = _cli("entries", "--regarding", "{8E5F1A2B-6C7D-EF11-BFE3-6045BD0C1A22}", db=db)
-    assert "audit trail: 1 entry" in braces.stdout
+    assert len(braces.stdout.splitlines()) == 1  # piped: one JSON line per entry
 
 
 def test_the_installed_command_works_from_any_folder(tmp_path):
@@ -236,3 +236,18 @@ def test_the_installed_command_works_from_any_folder(tmp_path):
             [str(command), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, (args, done.stderr)
+
+
+def test_at_80_columns_the_table_shortens_ids_and_piped_output_is_json_lines(tmp_path):
+    db = tmp_path / "a.sqlite3"
+    _cli("run", db=db)
+    narrow = run_cli(
+        "entries", "--format", "table", env={"AUDIT_SQLITE_PATH": str(db), "COLUMNS": "80"}
+    )
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "ids shortened" in narrow.stdout
+    assert "1b9e7c4d…" in narrow.stdout
+    piped = _cli("entries", db=db).stdout.splitlines()
+    assert len(piped) == 6
+    assert {json.loads(line)["verdict"] for line in piped} == {"accepted", "rejected"}

@@ -39,7 +39,7 @@ def _hostile_session(tmp_path: Path) -> Path:
 
 def test_entries_prints_hostile_names_as_plain_text(tmp_path):
     db = _hostile_session(tmp_path)
-    table = run_cli("entries", env={"AUDIT_SQLITE_PATH": str(db)})
+    table = run_cli("entries", "--format", "table", env={"AUDIT_SQLITE_PATH": str(db)})
     assert "[/oops] dialog [bold red]x[/]" in table.stdout
     assert "\\x1b]0;pwned\\x07" in table.stdout
     _no_raw_controls(table.stdout + table.stderr)
