@@ -196,6 +196,17 @@ def test_the_http_api_answers_400_and_404_through_the_runtime(host: FunctionsHos
     assert status == 400
 
 
+def _index_and_open_the_store(host: FunctionsHost) -> int:
+    """Index, then one read through the HTTP API: the service is built and its store open."""
+    host.index()
+    status, _, _ = host.http(
+        "processsession_audit",
+        "http://localhost/api/processsessions/x/audit",
+        params={"id": "00000000-0000-0000-0000-000000000002"},
+    )
+    return status
+
+
 def _hold_write_lock(path: Path) -> sqlite3.Connection:
     """Another writer holding the SQLite file's write lock (a real, blocking lock)."""
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -211,13 +222,7 @@ def test_a_store_outage_abandons_and_completes_nothing(tmp_path: Path) -> None:
     samples = load_samples()
     env = sqlite_env(tmp_path, AUDIT_SQLITE_BUSY_TIMEOUT="0.3", AUDIT_STORE_RETRY_SECONDS="1")
     with FunctionsHost(env, tmp_path / "worker.log") as host:
-        host.index()
-        warm = host.http(
-            "processsession_audit",
-            "http://localhost/api/processsessions/x/audit",
-            params={"id": "00000000-0000-0000-0000-000000000002"},
-        )
-        assert warm[0] == 404  # the store is open and empty
+        assert _index_and_open_the_store(host) == 404  # the store is open and empty
         names = ["json-create-bankaccount", "malformed-truncated", "json-create-account"]
         blocker = _hold_write_lock(tmp_path / "audit.sqlite3")
         first = [host_message(samples[n]) for n in names]
@@ -277,12 +282,7 @@ def test_a_slow_batch_has_its_locks_renewed_before_it_is_settled(tmp_path: Path)
     samples = load_samples()
     env = sqlite_env(tmp_path, AUDIT_LOCK_RENEWAL_SECONDS="0.2")
     with FunctionsHost(env, tmp_path / "worker.log") as host:
-        host.index()
-        host.http(
-            "processsession_audit",
-            "http://localhost/api/processsessions/x/audit",
-            params={"id": "00000000-0000-0000-0000-000000000002"},
-        )
+        _index_and_open_the_store(host)
         blocker = _hold_write_lock(tmp_path / "audit.sqlite3")
         release = threading.Timer(1.5, blocker.commit)
         release.start()
@@ -353,12 +353,7 @@ def test_a_store_outage_is_waited_out_in_place_with_locks_renewed(tmp_path: Path
         AUDIT_LOCK_RENEWAL_SECONDS="0.3",
     )
     with FunctionsHost(env, tmp_path / "worker.log") as host:
-        host.index()
-        host.http(
-            "processsession_audit",
-            "http://localhost/api/processsessions/x/audit",
-            params={"id": "00000000-0000-0000-0000-000000000002"},
-        )
+        _index_and_open_the_store(host)
         blocker = _hold_write_lock(tmp_path / "audit.sqlite3")
         release = threading.Timer(3.0, blocker.rollback)
         release.start()
