@@ -7,7 +7,8 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Region for every resource (must offer Flex Consumption).')
+@description('Region for every resource (must offer Flex Consumption: check `az functionapp list-flexconsumption-locations`).')
+@metadata({ azd: { type: 'location' } })
 param location string
 
 @description('Comma-separated Dataverse OrganizationIds to accept; empty accepts any (a warning is logged).')
@@ -18,6 +19,9 @@ param useTopic bool = false
 
 @description('Columns whose values are replaced by a marker in the audit changes, e.g. comments,inputarguments.')
 param redactColumns string = ''
+
+@description('Object id of the person deploying (azd sets AZURE_PRINCIPAL_ID): granted the operator roles docs/operations.md uses (Table Data Reader for entries/export, Service Bus Data Receiver + Sender for the dlq tools). Empty grants nothing.')
+param principalId string = ''
 
 @description('Resource group name; default rg-<environmentName>.')
 param resourceGroupName string = ''
@@ -40,6 +44,7 @@ module resources 'resources.bicep' = {
     allowedOrganizationIds: allowedOrganizationIds
     useTopic: useTopic
     redactColumns: redactColumns
+    principalId: principalId
   }
 }
 

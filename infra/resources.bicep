@@ -9,6 +9,7 @@ param environmentName string
 param allowedOrganizationIds string
 param useTopic bool
 param redactColumns string
+param principalId string = ''
 
 param queueName string = 'processsession-events'
 param topicName string = 'processsession-events'
@@ -27,6 +28,9 @@ var sendRuleName = 'dataverse-send'
 // Built-in role definition ids.
 var roles = {
   serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+  serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
+  storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
@@ -237,6 +241,52 @@ resource receiverRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// Microsoft's Functions documentation (identity-based connections: the Service Bus trigger
+// needs Azure Service Bus Data Receiver and Data Owner) and the official Flex Consumption +
+// Service Bus azd template grant Data Owner too: the scale controller reads the entity's
+// message count with the app's identity. Followed here; the cost is that the trigger identity
+// could also send, which the Send-only rule for Dataverse does not change.
+resource ownerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: serviceBus
+  name: guid(serviceBus.id, identity.id, roles.serviceBusDataOwner)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The deploying person's roles for the operations guide (entries/export, dlq peek/replay).
+resource operatorTableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  scope: storage
+  name: guid(storage.id, principalId, roles.storageTableDataReader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataReader)
+    principalId: principalId
+    principalType: 'User'
+  }
+}
+
+resource operatorReceiverRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  scope: serviceBus
+  name: guid(serviceBus.id, principalId, roles.serviceBusDataReceiver)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: principalId
+    principalType: 'User'
+  }
+}
+
+resource operatorSenderRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  scope: serviceBus
+  name: guid(serviceBus.id, principalId, roles.serviceBusDataSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: principalId
+    principalType: 'User'
   }
 }
 

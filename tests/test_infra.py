@@ -163,3 +163,36 @@ def test_local_settings_example_lists_every_setting_the_code_reads():
         if not names & example:
             missing.append(sorted(names)[0])
     assert missing == []
+
+
+MAIN = (ROOT / "infra" / "main.bicep").read_text()
+
+
+def test_every_main_parameter_is_wired_from_azd_and_reaches_its_use():
+    """Each parameter of main.bicep is set by main.parameters.json (from an azd variable) or
+    has a default, and each one that is a setting reaches its app setting."""
+    parameters = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
+    declared = re.findall(r"^param (\w+) (\w+)( = .*)?$", MAIN, re.MULTILINE)
+    for name, _, default in declared:
+        assert name in parameters or default, f"{name}: no value from azd and no default"
+        if name in ("location", "tags", "environmentName", "resourceGroupName"):
+            continue
+        assert f"{name}: {name}" in MAIN, f"{name} is not passed to resources.bicep"
+    settings = {
+        "allowedOrganizationIds": "ALLOWED_ORGANIZATION_IDS",
+        "redactColumns": "AUDIT_REDACT_COLUMNS",
+    }
+    for parameter, setting in settings.items():
+        assert f"{setting}: {parameter}" in RESOURCES
+    assert parameters["redactColumns"]["value"] == "${AUDIT_REDACT_COLUMNS=}"
+    assert parameters["principalId"]["value"] == "${AZURE_PRINCIPAL_ID=}"
+    assert "@metadata({ azd: { type: 'location' } })" in MAIN
+
+
+def test_the_operator_gets_the_roles_the_operations_guide_uses():
+    for role in ("storageTableDataReader", "serviceBusDataReceiver", "serviceBusDataSender"):
+        assert re.search(
+            rf"if \(!empty\(principalId\)\) \{{[^}}]*roles\.{role}\)[^}}]*principalId: principalId",
+            RESOURCES,
+            re.DOTALL,
+        ), role
