@@ -225,6 +225,22 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _service_bus_line(exc: Exception, args: argparse.Namespace, settings: Settings) -> str | None:
+    """One line for a Service Bus error of a worker/send/dlq command, naming the entity."""
+    from shared.servicebus import Source, describe_error
+
+    try:
+        source: Source | None = Source.from_settings(
+            settings,
+            getattr(args, "queue", None),
+            getattr(args, "topic", None),
+            getattr(args, "subscription", None),
+        )
+    except ValueError:
+        source = None
+    return describe_error(exc, settings, source)
+
+
 def _check_output(path: Path) -> None:
     """``export --output`` replaces only a regular file (or creates one): never a folder, a
     device such as /dev/full, or a FIFO, which a rename would clobber."""
@@ -524,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("shared.pipeline", "azure", "uamqp"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    settings: Settings | None = None
     try:
         overrides = {"audit_sqlite_path": args.db} if args.db else {}
         settings = load_settings(**overrides)
@@ -535,7 +552,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {escape_controls(exc)}", file=sys.stderr)
         return 2
     except (ServiceError, AzureError, RegistrationError) as exc:  # a store, broker or API
-        print(f"error: {type(exc).__name__}: {escape_controls(exc)}", file=sys.stderr)
+        line = _service_bus_line(exc, args, settings) if settings is not None else None
+        print(f"error: {escape_controls(line or f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+        if args.verbose:
+            log.exception("the traceback, as -v asks")
         return 1
 
 

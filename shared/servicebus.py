@@ -106,6 +106,51 @@ def build_client(settings: Settings, **options: Any) -> ServiceBusClient:
     raise ValueError("set SERVICEBUS_CONNECTION_STRING or SERVICEBUS_FULLY_QUALIFIED_NAMESPACE")
 
 
+def namespace_of(settings: Settings) -> str:
+    """The namespace the settings point at, for messages: the host only, never a key."""
+    if settings.servicebus_namespace:
+        return settings.servicebus_namespace
+    secret = settings.servicebus_connection_string
+    for part in (secret.get_secret_value() if secret else "").split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "endpoint":
+            return value.strip().removeprefix("sb://").rstrip("/")
+    return "(no namespace set)"
+
+
+def describe_error(exc: Exception, settings: Settings, source: Source | None) -> str | None:
+    """One line for a Service Bus failure: where, what, and what to check; None when ``exc``
+    is not a Service Bus error."""
+    from azure.servicebus.exceptions import (
+        MessagingEntityNotFoundError,
+        ServiceBusAuthenticationError,
+        ServiceBusAuthorizationError,
+        ServiceBusConnectionError,
+        ServiceBusError,
+    )
+
+    if not isinstance(exc, ServiceBusError):
+        return None
+    where = f"{source} on {namespace_of(settings)}" if source else namespace_of(settings)
+    if isinstance(
+        exc,
+        ServiceBusAuthenticationError | ServiceBusAuthorizationError | MessagingEntityNotFoundError,
+    ):
+        hint = (
+            "the entity does not exist there, or this identity or SAS rule may not use it "
+            "(Azure Service Bus Data Receiver to receive, Data Sender to send): check the name "
+            "(--queue/--topic, PROCESS_SESSION_*) and the role"
+        )
+    elif isinstance(exc, ServiceBusConnectionError):
+        hint = (
+            "no answer: check the namespace (SERVICEBUS_FULLY_QUALIFIED_NAMESPACE, or the "
+            "connection string's Endpoint) and that AMQP (port 5671) is open from here"
+        )
+    else:
+        hint = str(exc).splitlines()[0][:200]
+    return f"Service Bus {where}: {type(exc).__name__}: {hint}"
+
+
 @dataclass
 class WorkerStats:
     """What a worker run did."""

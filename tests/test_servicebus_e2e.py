@@ -223,3 +223,21 @@ def test_sigterm_stops_the_worker_process_without_stranding_a_message(broker, se
                 receiver.complete_message(message)
     assert len(left) == total - stored
     assert {m.delivery_count for m in left} == {0}
+
+
+def test_service_bus_mistakes_are_one_line_naming_the_entity_and_the_fix(broker):
+    env = {"SERVICEBUS_CONNECTION_STRING": broker.connection_string}
+    wrong = run_cli("dlq", "peek", "--queue", "no-such-queue", env=env, check=False)
+    assert wrong.returncode == 1
+    assert len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+    assert "queue no-such-queue on 127.0.0.1" in wrong.stderr
+    assert "does not exist there" in wrong.stderr
+    closed = {
+        "SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://127.0.0.1:9;SharedAccessKeyName=x;"
+        "SharedAccessKey=c2VjcmV0LWtleQ==;UseDevelopmentEmulator=true"
+    }
+    refused = run_cli("send", "--queue", "q", env=closed, check=False, timeout=240)
+    assert refused.returncode == 1
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "no answer: check the namespace" in refused.stderr
+    assert "c2VjcmV0LWtleQ==" not in refused.stderr
