@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.package-lock.json
 # The Functions Python worker library for tests/test_functions_runtime.py, pinned in the script.
 RUNTIME_STAMP := .runtime/.installed-$(shell cksum < devtools/install_functions_runtime.py | cut -d' ' -f1)
 
-.PHONY: install install-node install-runtime run run-files test lint unit fuzz bench samples clean
+.PHONY: install install-node install-runtime scan run run-files test lint unit fuzz bench samples clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed (azure-functions 1.x)")'
@@ -50,8 +50,20 @@ run-files: install
 	$(PY) -m shared.cli run
 	$(PY) -m shared.cli entries
 
-## test: lint, type-check and run every test
-test: lint unit
+## test: lint, type-check, scan the Bicep and run every test
+test: lint scan unit
+
+# A static security scan of infra/*.bicep, offline (--skip-download), in a venv of its own
+# (checkov pins many packages). Skips and their reasons: infra/checkov-skips.txt.
+CHECKOV := .venv-checkov/bin/checkov
+$(CHECKOV):
+	@echo "Installing checkov 3.3.30 into .venv-checkov for the Bicep scan (about 30 s)"
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
+
+scan: $(CHECKOV)
+	BC_SKIP_MAPPING=TRUE $(CHECKOV) -d infra --framework bicep --compact --quiet --skip-download \
+		--skip-check $$(grep -o '^CKV_[A-Z_0-9]*' infra/checkov-skips.txt | paste -sd, -)
 
 lint: install
 	$(PY) -m ruff check .
@@ -79,4 +91,4 @@ samples: install
 	else echo "(../shared/tools/check_samples.py is not beside the repo: the team checker was skipped)"; fi
 
 clean:
-	rm -rf $(VENV) node_modules .runtime .data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-checkov node_modules .runtime .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

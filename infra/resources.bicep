@@ -180,7 +180,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
-    siteConfig: { minTlsVersion: '1.2' }
+    siteConfig: { minTlsVersion: '1.2', ftpsState: 'Disabled', http20Enabled: true }
     functionAppConfig: {
       deployment: {
         storage: {
