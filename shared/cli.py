@@ -241,6 +241,20 @@ def _service_bus_line(exc: Exception, args: argparse.Namespace, settings: Settin
     return describe_error(exc, settings, source)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error, with what to do for a missing Azure credential (whose own
+    message lists every credential it tried, over a dozen lines)."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    if isinstance(exc, ClientAuthenticationError):
+        return (
+            "no Azure credential could sign in: run `az login` (or set AZURE_CLIENT_ID for a "
+            "managed identity; for register, DATAVERSE_ACCESS_TOKEN); -v shows each one tried"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"
+
+
 def _check_output(path: Path) -> None:
     """``export --output`` replaces only a regular file (or creates one): never a folder, a
     device such as /dev/full, or a FIFO, which a rename would clobber."""
@@ -553,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (ServiceError, AzureError, RegistrationError) as exc:  # a store, broker or API
         line = _service_bus_line(exc, args, settings) if settings is not None else None
-        print(f"error: {escape_controls(line or f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+        print(f"error: {escape_controls(line or _one_line(exc))}", file=sys.stderr)
         if args.verbose:
             log.exception("the traceback, as -v asks")
         return 1
