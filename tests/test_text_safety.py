@@ -27,6 +27,19 @@ def _no_raw_controls(text: str) -> None:
     assert "\u202e" not in text
 
 
+def _message_file(tmp_path: Path, name: str, *, column: str, money_value: str) -> Path:
+    """A sample body (with its properties file) whose ``column`` is a Money holding text: the
+    refusal's description quotes that text."""
+    document = sample_document()
+    kv_set(target_of(document)["Attributes"], column, {"__type": "Money:x", "Value": money_value})
+    body = tmp_path / f"{name}.body"
+    body.write_text(json.dumps(document))
+    (tmp_path / f"{name}.properties.json").write_text(
+        json.dumps({"content_type": "application/json", "message_id": name})
+    )
+    return body
+
+
 def _hostile_session(tmp_path: Path) -> Path:
     document = sample_document()
     kv_set(target_of(document)["Attributes"], "name", HOSTILE)
@@ -48,13 +61,7 @@ def test_entries_prints_hostile_names_as_plain_text(tmp_path):
 
 
 def test_run_prints_a_hostile_description_as_plain_text(tmp_path):
-    document = sample_document()
-    kv_set(target_of(document)["Attributes"], "probe", {"__type": "Money:x", "Value": HOSTILE})
-    body = tmp_path / "hostile.body"
-    body.write_text(json.dumps(document))
-    (tmp_path / "hostile.properties.json").write_text(
-        json.dumps({"content_type": "application/json", "message_id": "m1"})
-    )
+    body = _message_file(tmp_path, "hostile", column="probe", money_value=HOSTILE)
     done = run_cli("run", str(body), env={"AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3")})
     assert "[/oops]" in done.stdout
     assert "0 accepted, 0 rejected, 0 ignored, 1 dead-lettered" in done.stdout
@@ -110,13 +117,7 @@ def test_the_local_run_dlq_table_is_plain_text():
 
 
 def test_a_redacted_columns_value_appears_in_no_output(tmp_path):
-    document = sample_document()
-    kv_set(target_of(document)["Attributes"], "comments", {"__type": "Money:x", "Value": MARKER})
-    body = tmp_path / "secret.body"
-    body.write_text(json.dumps(document))
-    (tmp_path / "secret.properties.json").write_text(
-        json.dumps({"content_type": "application/json", "message_id": "m2"})
-    )
+    body = _message_file(tmp_path, "secret", column="comments", money_value=MARKER)
     env = {"AUDIT_REDACT_COLUMNS": "comments,name", "AUDIT_SQLITE_PATH": str(tmp_path / "a.db")}
     outputs = [
         run_cli("-v", "inspect", str(body), env=env),
