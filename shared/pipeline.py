@@ -229,8 +229,8 @@ class Pipeline:
                 return {entry_id: _conflict(kept) for entry_id, kept in exc.stored.items()}
             except StoreRejected:
                 break  # find which entry the store refuses: write them one by one
-            except TransientError as exc:
-                delay = next(waits, None)
+            except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
+                delay = next(waits, None) if isinstance(exc, TransientError) else None
                 if delay is None or stop.is_set():
                     return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
                 log.warning(
@@ -240,10 +240,7 @@ class Pipeline:
                     len(entries),
                     "y" if len(entries) == 1 else "ies",
                 )
-                if stop.wait(delay):
-                    return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
-            except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
-                return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
+                stop.wait(delay)  # a stop set meanwhile ends the loop on the next failure
         failures: dict[str, _Settler] = {}
         for entry in entries:
             try:
