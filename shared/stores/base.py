@@ -43,19 +43,10 @@ class Page:
     unreadable: list[Unreadable] = field(default_factory=list)
 
 
-def conflicting(
-    entries: Sequence[AuditEntry], held: dict[str, str] | dict[str, AuditEntry]
-) -> dict[str, AuditEntry]:
+def conflicting(entries: Sequence[AuditEntry], held: Iterable[AuditEntry]) -> dict[str, AuditEntry]:
     """The kept version of each entry id that a written entry contradicts: the one held
     before the write, else the first of the batch. Equal event content is no conflict."""
-    kept: dict[str, AuditEntry] = {}
-    for entry_id, stored in held.items():
-        try:
-            kept[entry_id] = (
-                stored if isinstance(stored, AuditEntry) else AuditEntry.model_validate_json(stored)
-            )
-        except ValueError:
-            continue  # an unreadable stored row: reported by reads, never compared
+    kept = {entry.entry_id: entry for entry in held}
     conflicts: dict[str, AuditEntry] = {}
     for entry in entries:
         first = kept.setdefault(entry.entry_id, entry)

@@ -155,19 +155,19 @@ class SqliteAuditStore:
         return added
 
     @staticmethod
-    def _held_versions(db: sqlite3.Connection, entry_ids: list[str]) -> dict[str, str]:
-        """The stored JSON of those entry ids that are already in the store."""
-        held: dict[str, str] = {}
+    def _held_versions(db: sqlite3.Connection, entry_ids: list[str]) -> list[AuditEntry]:
+        """The stored entries under those entry ids (a row that cannot be read is reported by
+        ``read_rows`` and never compared)."""
+        rows: list[tuple[str, str]] = []
         for start in range(0, len(entry_ids), 500):
             chunk = entry_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            held.update(
-                db.execute(
-                    # only placeholders are formatted in; every value is a bound parameter
-                    f"SELECT entry_id, entry FROM audit_entries WHERE entry_id IN ({marks})",  # noqa: S608
-                    chunk,
-                ).fetchall()
-            )
+            rows += db.execute(
+                # only placeholders are formatted in; every value is a bound parameter
+                f"SELECT entry_id, entry FROM audit_entries WHERE entry_id IN ({marks})",  # noqa: S608
+                chunk,
+            ).fetchall()
+        held, _ = read_rows((entry_id, partial(str, entry)) for entry_id, entry in rows)
         return held
 
     def _select(

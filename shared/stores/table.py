@@ -146,11 +146,6 @@ def to_entities(entry: AuditEntry) -> list[dict[str, Any]]:
     return [{"PartitionKey": pk, "RowKey": key, **properties} for pk in partition_keys(entry)]
 
 
-def from_entity(entity: dict[str, Any]) -> AuditEntry:
-    """The entry held by one entity."""
-    return AuditEntry.model_validate_json(_document(entity))
-
-
 def _document(entity: Any) -> str:
     return "".join(entity[f"entry_{i}"] for i in range(int(entity["entry_chunks"])))
 
@@ -250,7 +245,7 @@ class TableAuditStore:
             raise ConflictingDuplicates(conflicts)
         return created
 
-    def _held_versions(self, entries: Sequence[AuditEntry]) -> dict[str, AuditEntry]:
+    def _held_versions(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
         """Entries already stored under the batch's entry ids. One entry_id belongs to one
         processsession, so each session's partition is read once (a session holds a handful of
         entries); partitions are read concurrently."""
@@ -269,12 +264,8 @@ class TableAuditStore:
                     return []  # the table is gone: nothing is held; the write recreates it
                 raise _unavailable("read before write", exc, self.endpoint) from exc
 
-        held: dict[str, AuditEntry] = {}
-        for rows in self._pool.map(read, sessions):
-            for row in rows:
-                if row.get("entry_id") in wanted:
-                    entries_read, _ = _read([row])
-                    held.update((e.entry_id, e) for e in entries_read)
+        rows = [row for rows in self._pool.map(read, sessions) for row in rows]
+        held, _ = _read(row for row in rows if row.get("entry_id") in wanted)
         return held
 
     def _create(self, entries: Sequence[AuditEntry]) -> int:
