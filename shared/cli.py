@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
-from uuid import UUID
 
 from azure.core.exceptions import AzureError
 
@@ -137,12 +136,14 @@ def _parse_time(text: str) -> datetime:
 
 
 def _guid(text: str) -> str:
-    """A record id for --regarding and --session (braces allowed, as Dataverse shows them)."""
+    """A record id for --regarding and --session, read as the HTTP API reads one."""
+    from shared.trail import record_id
+
     try:
-        return str(UUID(text.strip().strip("{}")))
-    except ValueError:
+        return record_id(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a GUID; give a record id such as 8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22"
+            f"{exc}; give a record id such as 8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22"
         ) from None
 
 

@@ -26,7 +26,7 @@ from azure.servicebus import (
 
 from shared.envelope import InboundMessage
 from shared.pipeline import Outcome, Pipeline
-from shared.settings import Settings
+from shared.settings import Settings, connection_string_value
 from shared.settlement import ReceiverActions, adapt_all, settle_all
 from shared.verdicts import Settlement
 
@@ -111,11 +111,8 @@ def namespace_of(settings: Settings) -> str:
     if settings.servicebus_namespace:
         return settings.servicebus_namespace
     secret = settings.servicebus_connection_string
-    for part in (secret.get_secret_value() if secret else "").split(";"):
-        name, _, value = part.partition("=")
-        if name.strip().lower() == "endpoint":
-            return value.strip().removeprefix("sb://").rstrip("/")
-    return "(no namespace set)"
+    endpoint = connection_string_value(secret.get_secret_value() if secret else None, "Endpoint")
+    return endpoint.removeprefix("sb://").rstrip("/") if endpoint else "(no namespace set)"
 
 
 def describe_error(exc: Exception, settings: Settings, source: Source | None) -> str | None:

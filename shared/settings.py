@@ -132,6 +132,16 @@ class Settings(BaseSettings):
         return value
 
 
+def connection_string_value(connection_string: str | None, key: str) -> str | None:
+    """One ``Key=value`` part of an Azure connection string (keys compared case-insensitively),
+    for messages that name an endpoint; callers never ask for the key itself."""
+    for part in (connection_string or "").split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == key.lower():
+            return value.strip()
+    return None
+
+
 class SettingsError(ValueError):
     """Raised when a setting has a bad value: one line naming the variable, the value (never
     a secret's) and what is allowed."""

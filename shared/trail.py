@@ -29,7 +29,9 @@ class NotFound(LookupError):
     """Raised when the trail has no entry at all for the id (a first page that is empty)."""
 
 
-def _guid(raw: str) -> str:
+def record_id(raw: str) -> str:
+    """A record id as people give it (braces and any case allowed, as Dataverse shows them),
+    in the stores' form; BadRequest (a ValueError) names a text that is not a GUID."""
     try:
         return str(UUID(raw.strip().strip("{}")))
     except ValueError as exc:
@@ -48,20 +50,20 @@ def read_trail(
     store: AuditStore, view: TrailView, raw_id: str, params: Mapping[str, str]
 ) -> dict[str, Any]:
     """One page of a bank account's or a session's trail, as JSON-ready values."""
-    record_id = _guid(raw_id)
+    wanted = record_id(raw_id)
     limit = _limit(params.get("limit"))
     continuation = params.get("continuation") or None
     try:
         if view is TrailView.BANK_ACCOUNT:
-            page = store.by_regarding(record_id, limit=limit, continuation=continuation)
+            page = store.by_regarding(wanted, limit=limit, continuation=continuation)
         else:
-            page = store.by_session(record_id, limit=limit, continuation=continuation)
+            page = store.by_session(wanted, limit=limit, continuation=continuation)
     except ValueError as exc:  # a token this service did not make
         raise BadRequest(str(exc)) from exc
     if not page.entries and not page.unreadable and continuation is None:
-        raise NotFound(f"no audit entries for {view.value} {record_id}")
+        raise NotFound(f"no audit entries for {view.value} {wanted}")
     answer: dict[str, Any] = {
-        "id": record_id,
+        "id": wanted,
         "entries": [entry.to_json_dict() for entry in page.entries],
         "continuation": page.continuation,
     }

@@ -53,6 +53,12 @@ class NumberError(ValueError):
     """Raised when a value is not a number of the .NET type its slot holds."""
 
 
+def _beyond_double(value: Decimal) -> bool:
+    """True when a non-zero value's exponent is outside what a double can hold (with room
+    for subnormals): such a literal is refused before anything is computed with it."""
+    return bool(value) and not -400 <= value.adjusted() <= 308
+
+
 def parse_json_int(literal: str) -> int | OutOfRange:
     """``json.loads`` hook for integer literals (ASCII digits by JSON's grammar)."""
     if len(literal) > DECIMAL_DIGITS + 1:
@@ -65,7 +71,7 @@ def parse_json_float(literal: str) -> Decimal | OutOfRange:
     if len(literal) > MAX_LITERAL:
         return OutOfRange(literal)
     value = Decimal(literal)
-    if value and not -400 <= value.adjusted() <= 308:
+    if _beyond_double(value):
         return OutOfRange(literal)
     return value
 
@@ -128,6 +134,6 @@ def xml_double(text: str) -> Decimal:
         value = Decimal(stripped)
     except InvalidOperation as exc:  # pragma: no cover - the pattern admits only numbers
         raise NumberError(f"not an xs:double: {text[:40]!r}") from exc
-    if (value and not -400 <= value.adjusted() <= 308) or value.copy_abs() > DOUBLE_MAX:
+    if _beyond_double(value) or value.copy_abs() > DOUBLE_MAX:
         raise NumberError(f"{stripped} is outside System.Double's range")
     return value

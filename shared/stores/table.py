@@ -44,6 +44,7 @@ from azure.data.tables import TableClient, TableServiceClient
 
 from shared.audit import AuditEntry, iso_utc
 from shared.errors import ConflictingDuplicates, StoreRejected, StoreUnavailable
+from shared.settings import connection_string_value
 from shared.stores.base import (
     Page,
     Unreadable,
@@ -87,13 +88,7 @@ def _unavailable(action: str, exc: Exception, endpoint: str = "") -> StoreUnavai
 def _account_url(connection_string: str | None, endpoint: str | None) -> str:
     """The table endpoint, for messages: from AUDIT_TABLE_ENDPOINT or the connection string's
     TableEndpoint (never its key)."""
-    if endpoint:
-        return endpoint
-    for part in (connection_string or "").split(";"):
-        name, _, value = part.partition("=")
-        if name.strip().lower() == "tableendpoint":
-            return value.strip()
-    return ""
+    return endpoint or connection_string_value(connection_string, "TableEndpoint") or ""
 
 
 def _is_permanent(exc: AzureError) -> bool:
