@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NoReturn
 
+import msgspec
 from pydantic import ValidationError
 
 from shared.dataverse.model import (
@@ -28,6 +29,7 @@ from shared.dataverse.model import (
     OptionSetValue,
 )
 from shared.dataverse.numbers import (
+    DECIMAL_DIGITS,
     NumberError,
     OutOfRange,
     check_number,
@@ -48,6 +50,7 @@ _DATE = re.compile(r"/Date\((-?[0-9]+)(?:([+-])([0-9]{2})([0-9]{2}))?\)/", re.AS
 _MAX_DATE_DIGITS = 15
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_NOT_QUOTE_OR_COLON = bytes(b for b in range(256) if b not in b'":')
 _QUOTING_ESCAPES = re.compile(rb'\\[\\"]')
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
@@ -83,6 +86,13 @@ def nesting_depth(body: bytes, limit: int = 1000) -> int:
     return min(limit + 1, depth + skeleton.count(b"[") + skeleton.count(b"{"))
 
 
+def _colons_outside_strings(body: bytes) -> int:
+    """How many members a valid JSON text has: each one's colon is the only colon outside
+    strings."""
+    quoted = _QUOTING_ESCAPES.sub(b"", body).translate(None, _NOT_QUOTE_OR_COLON)
+    return _STRING.sub(b"", quoted).count(b":")
+
+
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -96,8 +106,54 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def parse(text: str, raw: bytes, max_depth: int) -> dict[str, Any]:
-    """Parse a JSON body into the context's plain members (collections become dicts)."""
+def _fast_float(literal: str) -> Decimal:
+    """``parse_json_float``, but an OutOfRange literal stops the fast parse."""
+    value = parse_json_float(literal)
+    if isinstance(value, OutOfRange):
+        raise ValueError(f"{value} is outside every .NET numeric type")
+    return value
+
+
+_FAST_DECODER = msgspec.json.Decoder(float_hook=_fast_float)
+_FAST_ENCODER = msgspec.json.Encoder()
+#: Digits as ``0``, all else as a space: a run of DECIMAL_DIGITS zeros is a digit run that long
+#: (an integer literal that long is OutOfRange for the reference parser; msgspec would read it).
+_DIGITS_ONLY = bytes.maketrans(
+    bytes(range(256)), bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+)
+_LONG_DIGIT_RUN = b"0" * DECIMAL_DIGITS
+
+
+def fast_document(raw: bytes, max_depth: int) -> Any | None:
+    """The parsed document through msgspec's C parser, or None whenever the reference parser
+    (``reference_document``) might answer differently; it then decides and words the refusal.
+
+    Exact, not heuristic: a nesting over the limit, a run of 29+ digits (the reference
+    parser's OutOfRange integers) or anything msgspec refuses (lone surrogates, NaN, bad syntax)
+    goes to the reference parser. So does any duplicate member, which msgspec, like every C
+    JSON parser for Python, silently collapses. Those are found by counting colons: in valid
+    JSON each member has exactly one colon outside strings, and re-encoding writes every
+    string's colons back as they were read unless a ``\\u`` escape spelled one, so the body and
+    the re-encoded document hold as many colons exactly when no object lost a member. With a
+    ``\\u`` escape in the body, only colons outside strings are counted (slower, as exact).
+    A literal beyond every .NET number also goes to the reference parser (``_fast_float``).
+    """
+    if nesting_depth(raw, max_depth) > max_depth or _LONG_DIGIT_RUN in raw.translate(_DIGITS_ONLY):
+        return None
+    try:
+        document = _FAST_DECODER.decode(raw)
+        reencoded = _FAST_ENCODER.encode(document)
+    except (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError):
+        return None
+    if b"\\u" in raw:
+        lost = _colons_outside_strings(raw) != _colons_outside_strings(reencoded)
+    else:
+        lost = raw.count(b":") != reencoded.count(b":")
+    return None if lost else document
+
+
+def reference_document(text: str, raw: bytes, max_depth: int) -> Any:
+    """The document through the standard library's parser, with every check worded."""
     if nesting_depth(raw, max_depth) > max_depth:
         raise MalformedMessage(
             Reason.NESTING_TOO_DEEP,
@@ -126,6 +182,14 @@ def parse(text: str, raw: bytes, max_depth: int) -> dict[str, Any]:
             raise MalformedMessage(
                 Reason.MALFORMED_JSON, "JSON string holds a lone UTF-16 surrogate escape"
             ) from exc
+    return document
+
+
+def parse(text: str, raw: bytes, max_depth: int) -> dict[str, Any]:
+    """Parse a JSON body into the context's plain members (collections become dicts)."""
+    document = fast_document(raw, max_depth)
+    if document is None:
+        document = reference_document(text, raw, max_depth)
     if not isinstance(document, dict) or "MessageName" not in document:
         kind = type(document).__name__ if not isinstance(document, dict) else "object"
         raise MalformedMessage(

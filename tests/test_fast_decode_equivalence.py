@@ -1,0 +1,176 @@
+"""The fast decode paths (msgspec for JSON, the C expat parser for XML) decide every message
+exactly as the reference paths (the standard library's ``json`` with hooks, defusedxml) do:
+same verdict, reason, description and entry, over the samples, the hostile corpus, the
+published real-world messages, the benchmark corpus and generated messages.
+
+The reference paths are selected by turning the fast ones off (``reference_only``); nothing is
+mocked. Each source also asserts that the fast path really took some of its messages, so a
+fast path that always gave up would fail here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.corpus import messages as bench_messages
+from shared.dataverse import json_format, xml_format
+from shared.envelope import InboundMessage, from_files, properties_path_for
+from shared.pipeline import Decision, evaluate
+from tests.conftest import SAMPLES
+from tests.hostile_corpus import cases
+from tests.test_fuzz import mutated_contexts
+
+REAL_WORLD = Path(__file__).resolve().parents[2] / "shared" / "real-world"
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+JSON = "application/json"
+
+
+@contextlib.contextmanager
+def reference_only() -> Iterator[None]:
+    """Turn the fast paths off for the duration: every body takes the reference parsers."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json_format, "fast_document", lambda raw, max_depth: None)
+        patch.setattr(xml_format, "fast_tree", lambda body, max_depth: None)
+        yield
+
+
+def _outcome(decision: Decision) -> tuple[Any, ...]:
+    entry = decision.entry.model_dump(mode="json") if decision.entry else None
+    return decision.verdict, decision.reason, decision.description, entry
+
+
+def assert_equivalent(message: InboundMessage) -> None:
+    fast = _outcome(evaluate(message, clock=lambda: NOW))
+    with reference_only():
+        reference = _outcome(evaluate(message, clock=lambda: NOW))
+    assert fast == reference, message.message_id
+
+
+def _took_fast_path(message: InboundMessage) -> bool:
+    body = message.body.removeprefix(b"\xef\xbb\xbf")
+    if message.content_type == JSON:
+        return json_format.fast_document(body, 100) is not None
+    return xml_format.fast_tree(body, 100) is not None
+
+
+def _files(folder: Path) -> list[InboundMessage]:
+    return [from_files(body, properties_path_for(body)) for body in sorted(folder.glob("*.body"))]
+
+
+def test_samples_decide_alike() -> None:
+    samples = _files(SAMPLES)
+    for message in samples:
+        assert_equivalent(message)
+    fast = [m for m in samples if m.content_type in (JSON, "application/xml")]
+    assert sum(map(_took_fast_path, fast)) >= len(fast) - 1  # all but the truncated one
+
+
+@pytest.mark.skipif(not REAL_WORLD.exists(), reason="../shared/real-world is not beside the repo")
+def test_real_world_messages_decide_alike() -> None:
+    real = _files(REAL_WORLD)
+    for message in real:
+        assert_equivalent(message)
+    assert any(map(_took_fast_path, real))
+
+
+def test_hostile_corpus_decides_alike() -> None:
+    corpus = [
+        InboundMessage(
+            body=case.body,
+            content_type=case.content_type,
+            message_id=case.name,
+            application_properties=case.properties,
+        )
+        for case in cases()
+    ]
+    for message in corpus:
+        assert_equivalent(message)
+    assert sum(1 for m in corpus if m.content_type == JSON and _took_fast_path(m)) >= 100
+
+
+def test_benchmark_corpus_decides_alike() -> None:
+    corpus = list(bench_messages(400, seed=7))
+    for message in corpus:
+        assert_equivalent(message)
+    assert sum(map(_took_fast_path, corpus)) >= 390
+
+
+def _json_message(document: Any) -> InboundMessage:
+    return InboundMessage(body=json.dumps(document).encode(), content_type=JSON)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_contexts())
+def test_generated_contexts_decide_alike(document: dict[str, Any]) -> None:
+    assert_equivalent(_json_message(document))
+
+
+SAMPLE_JSON = (SAMPLES / "json-create-bankaccount.body").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        # a duplicate that hides behind an escaped colon: the raw body and the re-encoded
+        # document would hold as many '":' sequences, but not as many colons outside strings
+        b'"Depth":1,"Depth":"\\u003a",',
+        b'"Depth":1,"Depth":1,',
+        b'"X":{"a":1,"a":1},',
+        b'"X":[{"k":"\\"","k":"\\\\"}],',
+        b'"X":{"\\u0061":1,"a":2},',
+        b'"X":"\\ud800",',
+        b'"X":12345678901234567890123456789012,',
+        b'"X":1e400,',
+        # an out-of-range literal would re-encode with a colon more, masking the duplicate
+        b'"X":{"a":1,"a":1e400},',
+        b'"X":{"a":1,"a":"\\u003a"},',
+    ],
+)
+def test_bodies_the_fast_path_must_hand_over(member: bytes) -> None:
+    body = SAMPLE_JSON.replace(b"{", b"{" + member, 1)
+    message = InboundMessage(body=body, content_type=JSON)
+    assert json_format.fast_document(body, 100) is None
+    assert_equivalent(message)
+
+
+@settings(max_examples=200)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-999, 999)
+        | st.text(alphabet='a:"\\{}[]', max_size=6),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.lists(st.tuples(st.sampled_from(["a", "b", ":"]), inner), max_size=3)
+        ),
+        max_leaves=10,
+    )
+)
+def test_duplicate_members_are_found_exactly(value: Any) -> None:
+    """Objects written as member lists, duplicates allowed: the fast path takes the body exactly
+    when the standard library's duplicate-refusing parser does."""
+
+    def write(node: Any) -> str:
+        if isinstance(node, list) and node and isinstance(node[0], tuple):
+            return "{" + ",".join(f"{json.dumps(k)}:{write(v)}" for k, v in node) + "}"
+        if isinstance(node, list):
+            return "[" + ",".join(write(v) for v in node) + "]"
+        return json.dumps(node)
+
+    body = ("[" + write(value) + "]").encode()
+    try:
+        json.loads(body, object_pairs_hook=json_format._unique_members)
+        unique = True
+    except ValueError:
+        unique = False
+    assert (json_format.fast_document(body, 100) is not None) == unique
