@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NoReturn
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, SubElement
 
 from shared.errors import MalformedMessage
 from shared.verdicts import Reason
@@ -305,6 +305,11 @@ def _text(reader: _Reader, record: int, offset: int) -> str:
 # --- elements -------------------------------------------------------------------------------
 
 
+_PREFIXES = tuple(chr(ord("a") + n) for n in range(26))
+#: Resolved tags a parse remembers; a hostile body with endless names stops adding there.
+_MAX_CACHED_TAGS = 1024
+
+
 class _Builder:
     """Records -> an element tree, with namespace scopes, depth and element limits."""
 
@@ -317,16 +322,24 @@ class _Builder:
         self.closed = False
         #: Open elements with the namespace scope in force inside each.
         self.stack: list[tuple[Element, dict[str, str]]] = []
+        #: Element tags by (prefix, namespace, name): a real context repeats a few dozen.
+        self.tags: dict[tuple[str, str | None, str], str] = {}
 
     def build(self) -> Element:
         reader = self.reader
-        while reader.pos < reader.size:
+        data, size = reader.data, reader.size
+        while reader.pos < size:
             offset = reader.pos
-            record = reader.byte()
-            if 0x40 <= record <= 0x77:
-                self._start(record, offset)
+            record = data[offset]  # in bounds: the loop condition
+            reader.pos = offset + 1
+            if 0x5E <= record <= 0x77:  # PrefixElement a-z, the usual element start
+                self._open(_PREFIXES[record - 0x5E], reader.string(), offset)
             elif record == 0x01:
                 self._end(offset)
+            elif record == 0x40:  # ShortElement, the DataContractSerializer's other usual one
+                self._open("", reader.string(), offset)
+            elif record == 0x41:
+                self._start(record, offset)
             elif record == 0x02:
                 reader.string()  # a comment: not part of the infoset the walk reads
             elif record == 0x03:
@@ -337,6 +350,8 @@ class _Builder:
                     self._end(offset)
             elif 0x04 <= record <= 0x3F:
                 _refuse(offset, f"attribute record 0x{record:02X} outside an element start")
+            elif 0x42 <= record <= 0x5D:
+                _refuse_dictionary(offset)
             else:
                 _refuse(offset, f"reserved record type 0x{record:02X}")
         if self.stack:
@@ -408,11 +423,16 @@ class _Builder:
             if key in attrib:
                 _refuse(attr_offset, f"attribute {attr_name!r} twice on one element")
             attrib[key] = value
-        element = Element(self._qualified(scope, prefix, name, offset), attrib)
+        known = (prefix, scope.get(prefix), name)
+        tag = self.tags.get(known)
+        if tag is None:
+            tag = self._qualified(scope, prefix, name, offset)
+            if len(self.tags) < _MAX_CACHED_TAGS:
+                self.tags[known] = tag
         if self.stack:
-            self.stack[-1][0].append(element)
+            element = SubElement(self.stack[-1][0], tag, attrib)
         else:
-            self.root = element
+            element = self.root = Element(tag, attrib)
         self.stack.append((element, scope))
         return element
 
