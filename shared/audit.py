@@ -116,10 +116,16 @@ class AuditEntry(BaseModel):
 
 def entry_id_for(context: RemoteExecutionContext) -> str:
     """The deterministic key of one Dataverse event (see the module docstring)."""
-    name = (
-        f"{context.organization_id}:{context.operation_id}:"
-        f"{context.primary_entity_id}:{ascii_lower(context.message_name)}"
+    return _entry_id(
+        str(context.organization_id),
+        str(context.operation_id),
+        str(context.primary_entity_id),
+        context.message_name,
     )
+
+
+def _entry_id(organization_id: str, operation_id: str, session_id: str, message: str) -> str:
+    name = f"{organization_id}:{operation_id}:{session_id}:{ascii_lower(message)}"
     return str(uuid5(ENTRY_NAMESPACE, name))
 
 
@@ -187,14 +193,16 @@ def changes_of(
     if target is None:
         return []
     primary_key = f"{ascii_lower(target.logical_name)}id"
+    attributes, formatted = target.attributes, target.formatted_values
     changes: list[dict[str, Any]] = []
-    for column in sorted(target.attributes):
-        if column.lower() == primary_key:
+    for column in sorted(attributes):
+        lowered = column.lower()
+        if lowered == primary_key:
             continue
         pre = first_image_holding(context.pre_entity_images, column)
         old = audit_value(pre.attributes[column], pre.formatted_values.get(column)) if pre else None
-        new = audit_value(target.attributes[column], target.formatted_values.get(column))
-        if column.lower() in redact:
+        new = audit_value(attributes[column], formatted.get(column))
+        if lowered in redact:
             old = None if old is None else REDACTED
             new = None if new is None else REDACTED
         changes.append({"column": column, "old": old, "new": new})
@@ -221,19 +229,23 @@ def build_entry(
     """The audit entry of an accepted or rejected event."""
     regarding = judgement.regarding
     reference = regarding.value if regarding else None
+    organization_id = str(context.organization_id)
+    operation_id = str(context.operation_id)
+    session_id = str(context.primary_entity_id)
+    session_name = _session_name(context)
     return AuditEntry(
-        entry_id=entry_id_for(context),
+        entry_id=_entry_id(organization_id, operation_id, session_id, context.message_name),
         verdict=judgement.verdict,
         reason=judgement.reason,
-        organization_id=str(context.organization_id),
+        organization_id=organization_id,
         organization_name=context.organization_name,
         organization_claim=message.get_property(CLAIM_ORGANIZATION),
         message_name=context.message_name,
-        processsession_id=str(context.primary_entity_id),
+        processsession_id=session_id,
         # the session's name is its `name` column: redacting `name` redacts it here too
         processsession_name=REDACTED
-        if "name" in redact and _session_name(context) is not None
-        else _session_name(context),
+        if "name" in redact and session_name is not None
+        else session_name,
         regarding_logical_name=ascii_lower(reference.logical_name) if reference else None,
         regarding_id=str(reference.id) if reference else None,
         regarding_name=reference.name if reference else None,
@@ -242,7 +254,7 @@ def build_entry(
         initiating_user_id=str(context.initiating_user_id),
         correlation_id=str(context.correlation_id),
         request_id=str(context.request_id) if context.request_id else None,
-        operation_id=str(context.operation_id),
+        operation_id=operation_id,
         depth=context.depth,
         stage=context.stage,
         mode=context.mode,
