@@ -10,6 +10,7 @@ a hostile document is complete.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Iterator
@@ -74,6 +75,7 @@ _INT32_MEMBERS = {"Depth", "Stage", "Mode", "IsolationMode"}
 _DECLARED_ENCODING = re.compile(rb"""\A\s*<\?xml[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
 
 
+@functools.lru_cache(maxsize=1024)  # a context repeats a few dozen tags; hostile ones evict
 def local(tag: str) -> str:
     """``{namespace}Name`` -> ``Name``."""
     return tag.rsplit("}", 1)[-1]
