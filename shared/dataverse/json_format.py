@@ -6,6 +6,10 @@ values in ``object`` slots carry a ``"__type": "Name:namespace"`` hint; dates ar
 serializer with the Unspecified kind and are written as if server-local (reference §3.6, from
 real captures), so adding the offset back gives Dataverse's own value and agrees with the XML
 form. Only that exact form is a date; any other string is text.
+
+Two parsers, one result: msgspec's C parser takes the usual body (``fast_document``) and hands
+anything it cannot vouch for to the standard library's ``json`` with hooks
+(``reference_document``), which decides and words every refusal.
 """
 
 from __future__ import annotations

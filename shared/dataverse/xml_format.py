@@ -3,9 +3,12 @@
 The dialect (reference §4): elements mirror the JSON members; collections are
 ``KeyValuePairOf...`` items with ``key``/``value`` children; typed values carry ``i:type``
 (``Entity``, ``b:string``, ``b:dateTime``...); nulls are ``i:nil="true"``. Namespace prefixes
-are arbitrary, so elements and ``i:type`` values are matched by local name. DTDs and entity
-declarations are refused (defusedxml), and depth is checked while parsing, before a tree of
-a hostile document is complete.
+are arbitrary, so elements and ``i:type`` values are matched by local name.
+
+Two parsers, one result: a body with no ``<!`` cannot hold a DTD, so the C parser builds its
+tree (``fast_tree``); any other body, and any body that one refuses or finds too deep, goes to
+defusedxml (``_parse_tree``), which refuses DTDs and entity declarations and checks the depth
+while parsing, before a hostile tree is complete, and words the refusal.
 """
 
 from __future__ import annotations
