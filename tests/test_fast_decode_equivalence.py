@@ -174,3 +174,31 @@ def test_duplicate_members_are_found_exactly(value: Any) -> None:
     except ValueError:
         unique = False
     assert (json_format.fast_document(body, 100) is not None) == unique
+
+
+JSON_TEXT = SAMPLE_JSON.decode()
+XML_TEXT = (SAMPLES / "xml-create-bankaccount.body").read_text()
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(0, len(JSON_TEXT) - 1),
+    st.integers(0, 30),
+    st.text(alphabet=st.sampled_from(list('{}[],:"\\/0123456789.eE+-aDtu\t\x0c ')), max_size=15),
+)
+def test_spliced_json_decides_alike(start: int, length: int, insert: str) -> None:
+    """Broken and odd JSON: whatever msgspec accepts, the reference parser accepts alike."""
+    body = (JSON_TEXT[:start] + insert + JSON_TEXT[start + length :]).encode()
+    assert_equivalent(InboundMessage(body=body, content_type=JSON))
+
+
+@settings(max_examples=200)
+@given(
+    st.integers(0, len(XML_TEXT) - 1),
+    st.integers(0, 40),
+    st.text(alphabet=st.sampled_from(list('<>/="&;#!?abi:xT1 ')), max_size=20),
+)
+def test_spliced_xml_decides_alike(start: int, length: int, insert: str) -> None:
+    """Broken and odd XML (entity and character references, PIs, stray declarations)."""
+    body = (XML_TEXT[:start] + insert + XML_TEXT[start + length :]).encode()
+    assert_equivalent(InboundMessage(body=body, content_type="application/xml"))
