@@ -24,6 +24,7 @@ from shared.stores.sqlite import _SCHEMA
 
 ROUNDS = 4
 BATCH = 100
+MERGED = "one merged key table, 3 rows per entry"
 _TABLE, _, _INDEXES = _SCHEMA.partition(";")
 _INDEX = {name: f"CREATE INDEX{text}" for name, text in (
     (part.split()[3], part) for part in _INDEXES.split("CREATE INDEX")[1:]
@@ -36,6 +37,10 @@ VARIANTS = {
     },
     "primary key only (no read but by id)": _TABLE + ";",
     "WITHOUT ROWID table, 3 indexes": _TABLE + " WITHOUT ROWID;" + "".join(_INDEX.values()),
+    # one merged secondary structure: three key rows per entry (regarding, session, time)
+    MERGED: _TABLE
+    + "; CREATE TABLE audit_keys (key TEXT, operation_created_on TEXT, entry_id TEXT, "
+    "PRIMARY KEY (key, operation_created_on, entry_id)) WITHOUT ROWID;",
 }
 
 
@@ -74,6 +79,13 @@ def _write_all(path: Path, schema: str, rows: list[tuple[str | None, ...]]) -> f
             [row[0] for row in chunk],
         ).fetchall()
         db.executemany("INSERT OR IGNORE INTO audit_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", chunk)
+        if "audit_keys" in schema:
+            keys = [
+                (f"{kind}:{value or ''}", row[5], row[0])
+                for row in chunk
+                for kind, value in (("r", row[3]), ("s", row[4]), ("t", ""))
+            ]
+            db.executemany("INSERT OR IGNORE INTO audit_keys VALUES (?, ?, ?)", keys)
         db.execute("COMMIT")
     spent = time.process_time() - started
     db.close()
