@@ -142,7 +142,7 @@ def test_bodies_the_fast_path_must_hand_over(member: bytes) -> None:
     assert_equivalent(message)
 
 
-@settings(max_examples=200)
+@settings(max_examples=300)
 @given(
     st.recursive(
         st.none()
@@ -151,21 +151,27 @@ def test_bodies_the_fast_path_must_hand_over(member: bytes) -> None:
         | st.text(alphabet='a:"\\{}[]', max_size=6),
         lambda inner: (
             st.lists(inner, max_size=3)
-            | st.lists(st.tuples(st.sampled_from(["a", "b", ":"]), inner), max_size=3)
+            | st.lists(st.tuples(st.sampled_from(["a", "b", ":", "a:"]), inner), max_size=3)
         ),
         max_leaves=10,
-    )
+    ),
+    st.booleans(),
 )
-def test_duplicate_members_are_found_exactly(value: Any) -> None:
-    """Objects written as member lists, duplicates allowed: the fast path takes the body exactly
-    when the standard library's duplicate-refusing parser does."""
+def test_duplicate_members_are_found_exactly(value: Any, escape_colons: bool) -> None:
+    """Objects written as member lists, duplicates allowed, colons in strings written as
+    themselves or as ``\\u003a``: the fast path takes the body exactly when the standard
+    library's duplicate-refusing parser does."""
+
+    def text(string: str) -> str:
+        written = json.dumps(string)
+        return written.replace(":", "\\u003a") if escape_colons else written
 
     def write(node: Any) -> str:
         if isinstance(node, list) and node and isinstance(node[0], tuple):
-            return "{" + ",".join(f"{json.dumps(k)}:{write(v)}" for k, v in node) + "}"
+            return "{" + ",".join(f"{text(k)}:{write(v)}" for k, v in node) + "}"
         if isinstance(node, list):
             return "[" + ",".join(write(v) for v in node) + "]"
-        return json.dumps(node)
+        return text(node) if isinstance(node, str) else json.dumps(node)
 
     body = ("[" + write(value) + "]").encode()
     try:
@@ -174,6 +180,12 @@ def test_duplicate_members_are_found_exactly(value: Any) -> None:
     except ValueError:
         unique = False
     assert (json_format.fast_document(body, 100) is not None) == unique
+
+
+def test_a_body_with_colon_escapes_takes_the_fast_path() -> None:
+    body = SAMPLE_JSON.replace(b"{", b'{"X":{"a\\u003a":"\\u003A\\\\u003a:"},', 1)
+    assert json_format.fast_document(body, 100) is not None
+    assert_equivalent(InboundMessage(body=body, content_type=JSON))
 
 
 JSON_TEXT = SAMPLE_JSON.decode()

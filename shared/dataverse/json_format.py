@@ -54,7 +54,8 @@ _DATE = re.compile(r"/Date\((-?[0-9]+)(?:([+-])([0-9]{2})([0-9]{2}))?\)/", re.AS
 _MAX_DATE_DIGITS = 15
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-_NOT_QUOTE_OR_COLON = bytes(b for b in range(256) if b not in b'":')
+_COLON_ESCAPE = re.compile(rb"\\u003[aA]")
+_UNICODE_ESCAPE = re.compile(rb"\\u")
 _QUOTING_ESCAPES = re.compile(rb'\\[\\"]')
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
@@ -90,11 +91,11 @@ def nesting_depth(body: bytes, limit: int = 1000) -> int:
     return min(limit + 1, depth + skeleton.count(b"[") + skeleton.count(b"{"))
 
 
-def _colons_outside_strings(body: bytes) -> int:
-    """How many members a valid JSON text has: each one's colon is the only colon outside
-    strings."""
-    quoted = _QUOTING_ESCAPES.sub(b"", body).translate(None, _NOT_QUOTE_OR_COLON)
-    return _STRING.sub(b"", quoted).count(b":")
+def _colons_read(body: bytes) -> int:
+    """The colons a JSON text holds once its escapes are read: its literal colons plus each
+    ``\\u003a`` escape (an escaped backslash followed by ``u003a`` is not one)."""
+    unescaped = _QUOTING_ESCAPES.sub(b"", body)  # without escaped backslashes and quotes
+    return body.count(b":") + len(_COLON_ESCAPE.findall(unescaped))
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -137,10 +138,10 @@ def fast_document(raw: bytes, max_depth: int) -> Any | None:
     goes to the reference parser. So does any duplicate member, which msgspec, like every C
     JSON parser for Python, silently collapses. Those are found by counting colons: in valid
     JSON each member has exactly one colon outside strings, and re-encoding writes every
-    string's colons back as they were read unless a ``\\u`` escape spelled one, so the body and
-    the re-encoded document hold as many colons exactly when no object lost a member. With a
-    ``\\u`` escape in the body, only colons outside strings are counted (slower, as exact).
-    A literal beyond every .NET number also goes to the reference parser (``_fast_float``).
+    string's colons back as literal colons, so the body's colons (its literal ones plus its
+    ``\\u003a`` escapes) and the re-encoded document's are as many exactly when no object lost
+    a member. A literal beyond every .NET number also goes to the reference parser
+    (``_fast_float``).
     """
     if nesting_depth(raw, max_depth) > max_depth or _LONG_DIGIT_RUN in raw.translate(_DIGITS_ONLY):
         return None
@@ -149,11 +150,9 @@ def fast_document(raw: bytes, max_depth: int) -> Any | None:
         reencoded = _FAST_ENCODER.encode(document)
     except (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError):
         return None
-    if b"\\u" in raw:
-        lost = _colons_outside_strings(raw) != _colons_outside_strings(reencoded)
-    else:
-        lost = raw.count(b":") != reencoded.count(b":")
-    return None if lost else document
+    # (the regex finds the escape faster than ``in`` does in a body full of ``\\/``)
+    colons = _colons_read(raw) if _UNICODE_ESCAPE.search(raw) else raw.count(b":")
+    return None if colons != reencoded.count(b":") else document
 
 
 def reference_document(text: str, raw: bytes, max_depth: int) -> Any:
