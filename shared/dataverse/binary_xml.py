@@ -332,13 +332,14 @@ class _Builder:
             offset = reader.pos
             record = data[offset]  # in bounds: the loop condition
             reader.pos = offset + 1
-            if 0x5E <= record <= 0x77:  # PrefixElement a-z, the usual element start
+            # the two usual element starts read inline (_name holds every element record)
+            if 0x5E <= record <= 0x77:  # PrefixElement a-z
                 self._open(_PREFIXES[record - 0x5E], reader.string(), offset)
             elif record == 0x01:
                 self._end(offset)
-            elif record == 0x40:  # ShortElement, the DataContractSerializer's other usual one
+            elif record == 0x40:  # ShortElement
                 self._open("", reader.string(), offset)
-            elif record == 0x41:
+            elif 0x41 <= record <= 0x5D:  # Element, or a dictionary record _name refuses
                 self._start(record, offset)
             elif record == 0x02:
                 reader.string()  # a comment: not part of the infoset the walk reads
@@ -350,8 +351,6 @@ class _Builder:
                     self._end(offset)
             elif 0x04 <= record <= 0x3F:
                 _refuse(offset, f"attribute record 0x{record:02X} outside an element start")
-            elif 0x42 <= record <= 0x5D:
-                _refuse_dictionary(offset)
             else:
                 _refuse(offset, f"reserved record type 0x{record:02X}")
         if self.stack:
@@ -367,7 +366,7 @@ class _Builder:
         if record == 0x41:
             return reader.string(), reader.string()
         if 0x5E <= record <= 0x77:
-            return chr(ord("a") + record - 0x5E), reader.string()
+            return _PREFIXES[record - 0x5E], reader.string()
         _refuse_dictionary(offset)
 
     def _attributes(self) -> tuple[dict[str, str], list[tuple[str, str, str, int]]]:
@@ -389,7 +388,7 @@ class _Builder:
             elif record == 0x05:
                 prefix, name = reader.string(), reader.string()
             elif 0x26 <= record <= 0x3F:
-                prefix, name = chr(ord("a") + record - 0x26), reader.string()
+                prefix, name = _PREFIXES[record - 0x26], reader.string()
             else:
                 _refuse_dictionary(offset)
             value_offset = reader.pos
