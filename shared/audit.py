@@ -114,17 +114,9 @@ class AuditEntry(BaseModel):
         return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
 
 
-def entry_id_for(context: RemoteExecutionContext) -> str:
-    """The deterministic key of one Dataverse event (see the module docstring)."""
-    return _entry_id(
-        str(context.organization_id),
-        str(context.operation_id),
-        str(context.primary_entity_id),
-        context.message_name,
-    )
-
-
-def _entry_id(organization_id: str, operation_id: str, session_id: str, message: str) -> str:
+def entry_id_of(organization_id: str, operation_id: str, session_id: str, message: str) -> str:
+    """The deterministic key of one Dataverse event (see the module docstring), from the
+    event's GUIDs as lower-case text and its message name."""
     name = f"{organization_id}:{operation_id}:{session_id}:{ascii_lower(message)}"
     return str(uuid5(ENTRY_NAMESPACE, name))
 
@@ -234,7 +226,7 @@ def build_entry(
     session_id = str(context.primary_entity_id)
     session_name = _session_name(context)
     return AuditEntry(
-        entry_id=_entry_id(organization_id, operation_id, session_id, context.message_name),
+        entry_id=entry_id_of(organization_id, operation_id, session_id, context.message_name),
         verdict=judgement.verdict,
         reason=judgement.reason,
         organization_id=organization_id,
