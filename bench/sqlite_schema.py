@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from bench.corpus import messages
-from shared.audit import iso_utc
 from shared.pipeline import evaluate
-from shared.stores.sqlite import _SCHEMA
+from shared.stores.sqlite import _SCHEMA, row_of
 
 ROUNDS = 4
 BATCH = 100
@@ -45,23 +44,8 @@ VARIANTS = {
 
 
 def _rows(count: int) -> list[tuple[str | None, ...]]:
-    rows: list[tuple[str | None, ...]] = []
-    for message in messages(count):
-        entry = evaluate(message).entry
-        if entry is not None:
-            rows.append(
-                (
-                    entry.entry_id,
-                    entry.verdict.value,
-                    entry.reason.value if entry.reason else None,
-                    entry.regarding_id,
-                    entry.processsession_id,
-                    iso_utc(entry.operation_created_on),
-                    iso_utc(entry.recorded_at),
-                    entry.model_dump_json(),
-                )
-            )
-    return rows
+    decisions = (evaluate(message) for message in messages(count))
+    return [row_of(d.entry) for d in decisions if d.entry is not None]
 
 
 def _write_all(path: Path, schema: str, rows: list[tuple[str | None, ...]]) -> float:

@@ -47,6 +47,20 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entries (operation_created_on,
 _ORDER = " ORDER BY operation_created_on, entry_id"
 
 
+def row_of(entry: AuditEntry) -> tuple[str | None, ...]:
+    """An entry as a row of ``audit_entries``, in column order."""
+    return (
+        entry.entry_id,
+        entry.verdict.value,
+        entry.reason.value if entry.reason else None,
+        entry.regarding_id,
+        entry.processsession_id,
+        iso_utc(entry.operation_created_on),
+        iso_utc(entry.recorded_at),
+        entry.model_dump_json(),
+    )
+
+
 def _fix(exc: BaseException, path: Path) -> str:
     """What a person can do about SQLite's own error, in a few words."""
     text = str(exc).lower()
@@ -122,19 +136,7 @@ class SqliteAuditStore:
         """Store a batch in one transaction; existing entry_ids are left as they are."""
         if not entries:
             return 0
-        rows = [
-            (
-                e.entry_id,
-                e.verdict.value,
-                e.reason.value if e.reason else None,
-                e.regarding_id,
-                e.processsession_id,
-                iso_utc(e.operation_created_on),
-                iso_utc(e.recorded_at),
-                e.model_dump_json(),
-            )
-            for e in entries
-        ]
+        rows = [row_of(e) for e in entries]
         with self._guard("write") as db:
             before = db.total_changes
             db.execute("BEGIN IMMEDIATE")
