@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.dataverse import decode
-from shared.dataverse.json_format import date, nesting_depth, pairs
+from shared.dataverse.json_format import (
+    _QUOTING_ESCAPES,
+    _deeper_than,
+    _depth,
+    date,
+    nesting_depth,
+    pairs,
+)
 from shared.errors import MalformedMessage
 from tests.conftest import kv_set, sample_document, target_of
 
@@ -89,3 +96,14 @@ def test_nesting_depth_matches_the_structure(value):
         return 0
 
     assert nesting_depth(json.dumps(value).encode()) == depth(value)
+
+
+@given(
+    st.text(alphabet='[]{}"\\x', max_size=60),
+    st.integers(min_value=0, max_value=12),
+)
+def test_the_depth_bound_agrees_with_the_exact_depth(text, limit):
+    """The fast path's early-exit bound says "too deep" exactly when the exact scan does,
+    on any mix of brackets, quotes and escapes, balanced or not."""
+    unescaped = _QUOTING_ESCAPES.sub(b"", text.encode())
+    assert _deeper_than(unescaped, limit) == (_depth(unescaped, limit) > limit)

@@ -70,6 +70,25 @@ def nesting_depth(body: bytes, limit: int = 1000) -> int:
     return _depth(_QUOTING_ESCAPES.sub(b"", body), limit)
 
 
+def _skeleton(unescaped: bytes) -> bytes:
+    """The brackets of a body outside its strings (escaped backslashes and quotes dropped)."""
+    quoted = unescaped.translate(None, _NOT_STRUCTURE)
+    skeleton = quoted.replace(b'""', b"")  # strings holding no bracket, the usual case
+    if b'"' in skeleton:  # some string holds a bracket: pair the quotes properly
+        skeleton = _STRING.sub(b"", quoted)
+    return skeleton
+
+
+def _peel(skeleton: bytes) -> bytes:
+    """One level off: every innermost pair is marked first, so a pair that only becomes
+    innermost within this pass waits for the next one."""
+    return skeleton.replace(b"[]", b".").replace(b"{}", b".").replace(b".", b"")
+
+
+def _openers(skeleton: bytes) -> int:
+    return skeleton.count(b"[") + skeleton.count(b"{")
+
+
 def _depth(unescaped: bytes, limit: int) -> int:
     """``nesting_depth`` of a body whose escaped backslashes and quotes are already dropped.
 
@@ -77,22 +96,34 @@ def _depth(unescaped: bytes, limit: int) -> int:
     peel innermost ``[]``/``{}`` pairs one level per pass. Openers left unclosed (a truncated
     or hostile body) count as depth too.
     """
-    quoted = unescaped.translate(None, _NOT_STRUCTURE)
-    skeleton = quoted.replace(b'""', b"")  # strings holding no bracket, the usual case
-    if b'"' in skeleton:  # some string holds a bracket: pair the quotes properly
-        skeleton = _STRING.sub(b"", quoted)
+    skeleton = _skeleton(unescaped)
     depth = 0
     while depth <= limit:
-        # one level per pass: mark every innermost pair first, so a pair that only becomes
-        # innermost within this pass waits for the next one
-        peeled = skeleton.replace(b"[]", b".").replace(b"{}", b".").replace(b".", b"")
+        peeled = _peel(skeleton)
         if len(peeled) == len(skeleton):
             break
         skeleton = peeled
         depth += 1
     if depth > limit:
         return limit + 1
-    return min(limit + 1, depth + skeleton.count(b"[") + skeleton.count(b"{"))
+    return min(limit + 1, depth + _openers(skeleton))
+
+
+def _deeper_than(unescaped: bytes, limit: int) -> bool:
+    """``_depth(unescaped, limit) > limit``, usually in a few passes: the depth is at most the
+    levels peeled so far plus the openers left, so peeling stops once that is within the limit.
+    """
+    skeleton = _skeleton(unescaped)
+    peeled_levels = 0
+    while peeled_levels + _openers(skeleton) > limit:
+        peeled = _peel(skeleton)
+        if len(peeled) == len(skeleton):  # only unclosed openers left: each is a level
+            return True
+        skeleton = peeled
+        peeled_levels += 1
+        if peeled_levels > limit:  # at most limit + 1 passes, however deep the body
+            return True
+    return False
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -141,7 +172,7 @@ def fast_document(raw: bytes, max_depth: int) -> Any | None:
     (``_fast_float``).
     """
     unescaped = _QUOTING_ESCAPES.sub(b"", raw)  # for the depth and the colon escapes alike
-    if _depth(unescaped, max_depth) > max_depth or _LONG_DIGIT_RUN in raw.translate(_DIGITS_ONLY):
+    if _deeper_than(unescaped, max_depth) or _LONG_DIGIT_RUN in raw.translate(_DIGITS_ONLY):
         return None
     try:
         document = _FAST_DECODER.decode(raw)
@@ -233,7 +264,23 @@ def context_members(obj: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def pairs(raw: Any, path: str) -> list[tuple[str, Any]]:
-    """A DataContract key/value list as (key, raw value) pairs; keys must be unique."""
+    """A DataContract key/value list as (key, raw value) pairs; keys must be unique.
+
+    The usual list (objects with a string ``key``, keys unique) is read in one comprehension;
+    anything else goes through ``_checked_pairs``, which finds and words the problem.
+    """
+    if type(raw) is list:
+        try:
+            result = [(item["key"], item.get("value")) for item in raw]
+        except (TypeError, KeyError, AttributeError):
+            return _checked_pairs(raw, path)
+        keys = {key for key, _ in result if type(key) is str}
+        if len(keys) == len(result):
+            return result
+    return _checked_pairs(raw, path)
+
+
+def _checked_pairs(raw: Any, path: str) -> list[tuple[str, Any]]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -261,17 +308,22 @@ def date(text: str, path: str) -> datetime:
     match = _DATE.fullmatch(text)
     if match is None:
         schema_violation(path, f"expected /Date(milliseconds)/, got {_excerpt(text)}")
+    return _moment(match, text, path)
+
+
+def _moment(match: re.Match[str], text: str, path: str) -> datetime:
     millis, sign, hours, minutes = match.groups()
-    if len(millis.lstrip("-")) > _MAX_DATE_DIGITS:
+    if len(millis) > _MAX_DATE_DIGITS and len(millis.lstrip("-")) > _MAX_DATE_DIGITS:
         schema_violation(path, f"date out of range: {_excerpt(text)}")
-    offset = timedelta(0)
-    if sign:
+    offset = None
+    if sign and (hours != "00" or minutes != "00"):  # +0000, the usual suffix, adds nothing
         if int(hours) > 23 or int(minutes) > 59:
             schema_violation(path, f"date offset is not ±hhmm: {_excerpt(text)}")
         offset = timedelta(hours=int(hours), minutes=int(minutes))
-        offset = offset if sign == "+" else -offset
     try:
-        moment = _EPOCH + timedelta(milliseconds=int(millis)) + offset
+        moment = _EPOCH + timedelta(0, 0, 0, int(millis))
+        if offset is not None:
+            moment += offset if sign == "+" else -offset
     except OverflowError:
         schema_violation(path, f"date out of range: {_excerpt(text)}")
     if not 1 <= moment.year <= 9999:  # pragma: no cover - bounded by the digit count
@@ -281,8 +333,13 @@ def date(text: str, path: str) -> datetime:
 
 def value_of(raw: Any, path: str) -> Any:
     """Any value of an ``object`` slot (an attribute or a parameter)."""
-    if isinstance(raw, str):
-        return date(raw, path) if is_date(raw) else raw
+    if type(raw) is str:
+        if raw.startswith("/Date("):
+            match = _DATE.fullmatch(raw)
+            return raw if match is None else _moment(match, raw, path)
+        return raw
+    if raw is None:
+        return raw
     if isinstance(raw, dict):
         return _complex(raw, path)
     if isinstance(raw, list):
