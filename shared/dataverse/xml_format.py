@@ -106,7 +106,7 @@ def fast_tree(raw: bytes, max_depth: int) -> Element | None:
     no comment or CDATA section either: those, too, go to the reference parser). Depth is
     counted level by level on the finished tree, at most ``max_depth + 1`` levels.
     """
-    if b"<!" in raw:
+    if b"!" in raw and b"<!" in raw:  # the one-byte search is 20x faster; "!" is rare
         return None
     try:
         root = fromstring(raw)  # noqa: S314 - no "<!": no DTD, no entity (docstring)
@@ -208,8 +208,14 @@ def pairs(collection: Element, path: str) -> Iterator[tuple[str, Element]]:
     """``KeyValuePairOf...`` items as (key, value element); keys must be unique."""
     seen: set[str] = set()
     for index, item in enumerate(collection):
-        key_el = _child(item, "key", f"{path}[{index}]")
-        value_el = _child(item, "value", f"{path}[{index}]")
+        key_el = value_el = None
+        if len(item) == 2:  # the usual <key/><value/>, without a search for each
+            first, second = item
+            if local(first.tag) == "key" and local(second.tag) == "value":
+                key_el, value_el = first, second
+        if key_el is None:
+            key_el = _child(item, "key", f"{path}[{index}]")
+            value_el = _child(item, "value", f"{path}[{index}]")
         if key_el is None or value_el is None:
             schema_violation(f"{path}[{index}]", "expected <key> and <value> children")
         key = key_el.text or ""
@@ -224,23 +230,44 @@ def _type_of(element: Element) -> str | None:
     return hint.rsplit(":", 1)[-1] if hint else None
 
 
+class _Children:
+    """An element's children by local name, read in one pass. A name given twice is refused
+    when it is asked for (the verdict must not depend on which comes first); other children
+    are ignored, as newer Dataverse builds add members."""
+
+    __slots__ = ("_found", "_path", "_twice")
+
+    def __init__(self, element: Element, path: str = "") -> None:
+        self._path = path
+        self._found: dict[str, Element] = {}
+        self._twice: set[str] = set()
+        for child in element:
+            name = local(child.tag)
+            if name in self._found:
+                self._twice.add(name)
+            else:
+                self._found[name] = child
+
+    def child(self, name: str) -> Element | None:
+        """The one child of that local name, or None."""
+        if name in self._twice:
+            schema_violation(f"{self._path}/{name}", "element appears twice")
+        return self._found.get(name)
+
+    def text(self, name: str) -> str | None:
+        """That child's text ("" when empty), or None when it is absent or nil."""
+        child = self.child(name)
+        if child is None or _is_nil(child, f"{self._path}/{name}"):
+            return None
+        return child.text or ""
+
+
 def _child(element: Element, name: str, path: str = "") -> Element | None:
-    """The one child of that local name; two of them are refused (the verdict must not
-    depend on which comes first)."""
-    found = None
-    for child in element:
-        if local(child.tag) == name:
-            if found is not None:
-                schema_violation(f"{path}/{name}", "element appears twice")
-            found = child
-    return found
+    return _Children(element, path).child(name)
 
 
 def _text(element: Element, name: str, path: str = "") -> str | None:
-    child = _child(element, name, path)
-    if child is None or _is_nil(child, f"{path}/{name}"):
-        return None
-    return child.text or ""
+    return _Children(element, path).text(name)
 
 
 def _integer(text: str, type_name: str, path: str) -> int:
@@ -286,28 +313,30 @@ def value_of(element: Element, path: str) -> Any:
             case "EntityReference":
                 return entity_reference(element, path)
             case "OptionSetValue":
-                value = _text(element, "Value", path)
+                value = _Children(element, path).text("Value")
                 return OptionSetValue(value=_optional_integer(value, f"{path}/Value"))
             case "Money":
-                return Money(value=xml_decimal(_text(element, "Value", path) or ""))
+                return Money(value=xml_decimal(_Children(element, path).text("Value") or ""))
             case "EntityCollection":
-                items = _child(element, "Entities", path)
+                children = _Children(element, path)
+                items = children.child("Entities")
                 return EntityCollection(
-                    entity_name=_text(element, "EntityName", path),
+                    entity_name=children.text("EntityName"),
                     entities=[
                         entity(e, f"{path}/Entities[{i}]")
                         for i, e in enumerate(items if items is not None else [])
                     ],
-                    more_records=_text(element, "MoreRecords", path) == "true",
+                    more_records=children.text("MoreRecords") == "true",
                     total_record_count=_optional_integer(
-                        _text(element, "TotalRecordCount", path), f"{path}/TotalRecordCount"
+                        children.text("TotalRecordCount"), f"{path}/TotalRecordCount"
                     ),
                 )
             case "AliasedValue":
-                inner = _child(element, "Value", path)
+                children = _Children(element, path)
+                inner = children.child("Value")
                 return AliasedValue(
-                    attribute_logical_name=_text(element, "AttributeLogicalName", path),
-                    entity_logical_name=_text(element, "EntityLogicalName", path),
+                    attribute_logical_name=children.text("AttributeLogicalName"),
+                    entity_logical_name=children.text("EntityLogicalName"),
                     value=None if inner is None else value_of(inner, f"{path}/Value"),
                 )
             case "ArrayOfKeyValuePairOfstringstring":
@@ -337,19 +366,20 @@ def entity(element: Element, path: str) -> Entity:
     """An ``<Entity>``-shaped element: a Target, an image, or a collection item."""
     attributes: dict[str, Any] = {}
     formatted: dict[str, str | None] = {}
-    attrs_el = _child(element, "Attributes", path)
+    children = _Children(element, path)
+    attrs_el = children.child("Attributes")
     if attrs_el is not None:
         for key, value_el in pairs(attrs_el, f"{path}/Attributes"):
             attributes[key] = value_of(value_el, f"{path}/Attributes[{key!r}]")
-    formatted_el = _child(element, "FormattedValues", path)
+    formatted_el = children.child("FormattedValues")
     if formatted_el is not None:
         for key, value_el in pairs(formatted_el, f"{path}/FormattedValues"):
             where = f"{path}/FormattedValues[{key!r}]"
             formatted[key] = None if _is_nil(value_el, where) else value_el.text or ""
     try:
         return Entity(
-            logical_name=_text(element, "LogicalName", path),
-            id=_text(element, "Id", path),
+            logical_name=children.text("LogicalName"),
+            id=children.text("Id"),
             attributes=attributes,
             formatted_values=formatted,
         )
@@ -359,11 +389,12 @@ def entity(element: Element, path: str) -> Entity:
 
 def entity_reference(element: Element, path: str) -> EntityReference:
     """An ``<EntityReference>``-shaped element (a lookup value)."""
+    children = _Children(element, path)
     try:
         return EntityReference(
-            logical_name=_text(element, "LogicalName", path),
-            id=_text(element, "Id", path),
-            name=_text(element, "Name", path),
+            logical_name=children.text("LogicalName"),
+            id=children.text("Id"),
+            name=children.text("Name"),
         )
     except ValidationError as exc:
         schema_violation(path, f"not a valid EntityReference: {describe_validation(exc)}")
