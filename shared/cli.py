@@ -179,7 +179,7 @@ def write_jsonl(entries: Iterable[AuditEntry], out: TextIO) -> int:
     """One JSON entry per line; returns how many were written."""
     count = 0
     for entry in entries:
-        out.write(entry.model_dump_json() + "\n")
+        out.write(entry.json_text() + "\n")
         count += 1
     return count
 

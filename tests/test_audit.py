@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
-from shared.audit import REDACTED
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.audit import REDACTED, Change
 from shared.pipeline import Policy, evaluate
 from shared.settings import load_settings
+from shared.verdicts import Verdict
 from tests.conftest import (
     image,
     json_message,
@@ -125,3 +130,58 @@ def test_organization_claim_is_recorded():
     entry = evaluate(json_message(sample_document(), {claim: "unq7a2c"})).entry
     assert entry is not None
     assert entry.organization_claim == "unq7a2c"
+
+
+def _both_ways(entry):
+    return json.loads(entry.json_text()), json.loads(entry.model_dump_json())
+
+
+def test_json_text_is_pydantics_document_for_every_sample_and_bench_entry(monkeypatch):
+    """The stores' fast serialiser writes what model_dump_json writes, and it really is the
+    fast one that wrote it (pydantic's is made to fail while json_text runs)."""
+    from bench.corpus import messages
+    from shared.audit import AuditEntry
+    from shared.envelope import from_files, properties_path_for
+    from tests.conftest import SAMPLES
+
+    corpus = [from_files(p, properties_path_for(p)) for p in sorted(SAMPLES.glob("*.body"))]
+    corpus += list(messages(300, seed=15))
+    entries = [d.entry for d in map(evaluate, corpus) if d.entry is not None]
+    assert len(entries) > 200
+    expected = [json.loads(e.model_dump_json()) for e in entries]
+
+    def refuse(self, **kwargs):
+        raise AssertionError("json_text fell back to pydantic")
+
+    monkeypatch.setattr(AuditEntry, "model_dump_json", refuse)
+    assert [json.loads(e.json_text()) for e in entries] == expected
+
+
+#: Text as a decoded message holds it: no lone surrogate, which neither serialiser writes.
+TEXT = st.text(st.characters(exclude_categories=["Cs"]))
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+OTHER_VALUES = (
+    st.datetimes(timezones=st.just(UTC))
+    | st.decimals(allow_nan=False)
+    | TEXT.map(str.encode)  # bytes: pydantic writes them as UTF-8 text
+    | st.uuids()
+    | st.sets(st.integers(), max_size=3)
+    | st.integers(min_value=2**64, max_value=2**80)
+    | st.dictionaries(st.integers(), TEXT, min_size=1, max_size=2)
+    | st.sampled_from(list(Verdict))
+)
+
+
+@given(st.lists(st.tuples(JSON_VALUES | OTHER_VALUES, JSON_VALUES | OTHER_VALUES), max_size=4))
+def test_json_text_writes_any_change_as_pydantic_does(values):
+    """Whatever a change holds, json_text's document is model_dump_json's: orjson's where it
+    writes the same, pydantic's where it would not (datetimes, Decimals, bytes, sets...)."""
+    from tests.entries import BASE
+
+    changes = [Change(column=f"c{i}", old=old, new=new) for i, (old, new) in enumerate(values)]
+    fast, reference = _both_ways(BASE.model_copy(update={"changes": changes}))
+    assert fast == reference

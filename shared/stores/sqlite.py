@@ -57,7 +57,7 @@ def row_of(entry: AuditEntry) -> tuple[str | None, ...]:
         entry.processsession_id,
         iso_utc(entry.operation_created_on),
         iso_utc(entry.recorded_at),
-        entry.model_dump_json(),
+        entry.json_text(),
     )
 
 

@@ -118,7 +118,7 @@ def partition_keys(entry: AuditEntry) -> list[str]:
 
 def to_entities(entry: AuditEntry) -> list[dict[str, Any]]:
     """The three entities of one entry (same properties, three keys)."""
-    document = entry.model_dump_json()
+    document = entry.json_text()
     chunks = [document[i : i + CHUNK_CHARS] for i in range(0, len(document), CHUNK_CHARS)]
     size = sum(len(chunk.encode("utf-16-le")) for chunk in chunks)
     if size > MAX_ENTRY_UTF16_BYTES:
