@@ -156,12 +156,14 @@ def audit_value(value: Any, formatted: str | None = None) -> Any:
     kind = type(value)
     if value is None or kind is str or kind is int or kind is bool:
         return value
-    if kind is EntityReference:  # the most common complex value: lookups
+    if kind is EntityReference:  # the most common complex values first: lookups, dates
         return {
             "logical_name": ascii_lower(value.logical_name),
             "id": str(value.id),
             "name": value.name,
         }
+    if kind is datetime:
+        return iso_utc(value)
     match value:
         case bool() | int() | str():
             return value
