@@ -82,6 +82,7 @@ bench: install install-node
 	$(PY) -m bench.run
 	$(PY) -m bench.numbers
 	$(PY) -m bench.binary
+	$(PY) -m bench.bodies
 	$(PY) -m bench.sqlite_schema
 
 ## samples: the bundled samples against samples/expected.json (in the repo); then, when the
