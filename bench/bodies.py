@@ -16,6 +16,7 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from shared.dataverse.decode import JSON, XML, media_type
@@ -61,7 +62,7 @@ def measure(folder: Path) -> None:
         best_floor = best_decide = float("inf")
         for _ in range(ROUNDS):
             best_floor = min(best_floor, _cpu(floor))
-            best_decide = min(best_decide, _cpu(lambda m=message: evaluate(m)))
+            best_decide = min(best_decide, _cpu(partial(evaluate, message)))
         total_floor += best_floor
         total_decide += best_decide
         print(
