@@ -33,7 +33,7 @@ from shared.dataverse.model import (
     ascii_lower,
 )
 from shared.envelope import CLAIM_ORGANIZATION, InboundMessage
-from shared.rules import Judgement
+from shared.rules import Judgement, first_image_holding
 from shared.verdicts import Reason, Verdict
 
 ENTRY_NAMESPACE = UUID("6b1f0f5e-2d1c-5a7e-9c44-3a9d2f0e8b17")
@@ -110,7 +110,7 @@ class AuditEntry(BaseModel):
     recorded_at: UtcTimestamp
 
     def json_text(self) -> str:
-        """The entry as the stores keep it: ``model_dump_json``'s document, three times faster.
+        """The entry as the stores keep it: ``model_dump_json``'s document in 2/3 of its time.
 
         orjson writes what it can write exactly as pydantic would (JSON's own types, as
         ``audit_value`` makes every change); anything else in a change (a datetime, a Decimal,
@@ -153,30 +153,19 @@ def entry_id_of(organization_id: str, operation_id: str, session_id: str, messag
 def audit_value(value: Any, formatted: str | None = None) -> Any:
     """A Dataverse value as JSON: lookups as {logical_name, id, name}, Money as a decimal
     string, choices as {value, label}, dates as UTC ISO-8601."""
-    kind = type(value)
-    if value is None or kind is str or kind is int or kind is bool:
-        return value
-    if kind is EntityReference:  # the most common complex values first: lookups, dates
-        return {
-            "logical_name": ascii_lower(value.logical_name),
-            "id": str(value.id),
-            "name": value.name,
-        }
-    if kind is datetime:
-        return iso_utc(value)
     match value:
-        case bool() | int() | str():
+        case None | str() | bool() | int():
             return value
-        case Decimal():
-            return str(value)
-        case datetime():
-            return iso_utc(value)
-        case EntityReference():
+        case EntityReference():  # the most common complex values first: lookups, dates
             return {
                 "logical_name": ascii_lower(value.logical_name),
                 "id": str(value.id),
                 "name": value.name,
             }
+        case datetime():
+            return iso_utc(value)
+        case Decimal():
+            return str(value)
         case OptionSetValue():
             return (
                 {"value": value.value, "label": formatted} if formatted else {"value": value.value}
@@ -226,17 +215,13 @@ def changes_of(
         return []
     primary_key = f"{ascii_lower(target.logical_name)}id"
     attributes, formatted = target.attributes, target.formatted_values
-    pre_images = list(context.pre_entity_images.values())
     changes: list[dict[str, Any]] = []
     for column in sorted(attributes):
         lowered = column.lower()
         if lowered == primary_key:
             continue
-        old = None
-        for pre in pre_images:  # the first pre-image holding the column, as for the regarding
-            if column in pre.attributes:
-                old = audit_value(pre.attributes[column], pre.formatted_values.get(column))
-                break
+        pre = first_image_holding(context.pre_entity_images, column)
+        old = audit_value(pre.attributes[column], pre.formatted_values.get(column)) if pre else None
         new = audit_value(attributes[column], formatted.get(column))
         if lowered in redact:
             old = None if old is None else REDACTED
