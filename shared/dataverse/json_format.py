@@ -298,11 +298,6 @@ def _checked_pairs(raw: Any, path: str) -> list[tuple[str, Any]]:
     return result
 
 
-def is_date(text: str) -> bool:
-    """True only for the exact form ``/Date(ms)/`` or ``/Date(ms±hhmm)/`` (ASCII digits)."""
-    return text.startswith("/Date(") and _DATE.fullmatch(text) is not None
-
-
 def date(text: str, path: str) -> datetime:
     """``/Date(ms)/`` -> UTC; ``/Date(ms±hhmm)/`` -> ms + offset, in UTC (reference §3.6)."""
     match = _DATE.fullmatch(text)
@@ -312,8 +307,10 @@ def date(text: str, path: str) -> datetime:
 
 
 def _moment(match: re.Match[str], text: str, path: str) -> datetime:
+    """The moment of a ``_DATE`` match: only the exact form is a date (``value_of`` keeps any
+    other string as text; ``date`` refuses it)."""
     millis, sign, hours, minutes = match.groups()
-    if len(millis) > _MAX_DATE_DIGITS and len(millis.lstrip("-")) > _MAX_DATE_DIGITS:
+    if len(millis.lstrip("-")) > _MAX_DATE_DIGITS:
         schema_violation(path, f"date out of range: {_excerpt(text)}")
     offset = None
     if sign and (hours != "00" or minutes != "00"):  # +0000, the usual suffix, adds nothing
@@ -351,7 +348,7 @@ def value_of(raw: Any, path: str) -> Any:
             return check_number(raw)
         except NumberError as exc:
             schema_violation(path, str(exc))
-    return raw  # None, bool
+    return raw  # bool
 
 
 def _complex(raw: dict[str, Any], path: str) -> Any:

@@ -214,8 +214,8 @@ def pairs(collection: Element, path: str) -> Iterator[tuple[str, Element]]:
             if local(first.tag) == "key" and local(second.tag) == "value":
                 key_el, value_el = first, second
         if key_el is None:
-            key_el = _child(item, "key", f"{path}[{index}]")
-            value_el = _child(item, "value", f"{path}[{index}]")
+            children = _Children(item, f"{path}[{index}]")
+            key_el, value_el = children.child("key"), children.child("value")
         if key_el is None or value_el is None:
             schema_violation(f"{path}[{index}]", "expected <key> and <value> children")
         key = key_el.text or ""
@@ -262,12 +262,8 @@ class _Children:
         return child.text or ""
 
 
-def _child(element: Element, name: str, path: str = "") -> Element | None:
-    return _Children(element, path).child(name)
-
-
-def _text(element: Element, name: str, path: str = "") -> str | None:
-    return _Children(element, path).text(name)
+def _string_pair(children: _Children) -> dict[str, str | None]:
+    return {"key": children.text("key"), "value": children.text("value")}
 
 
 def _integer(text: str, type_name: str, path: str) -> int:
@@ -340,9 +336,7 @@ def value_of(element: Element, path: str) -> Any:
                     value=None if inner is None else value_of(inner, f"{path}/Value"),
                 )
             case "ArrayOfKeyValuePairOfstringstring":
-                return [
-                    {"key": _text(item, "key"), "value": _text(item, "value")} for item in element
-                ]
+                return [_string_pair(_Children(item)) for item in element]
             case _:
                 return OpaqueValue(type_name=str(type_name), data=generic(element))
     except (ValueError, InvalidOperation) as exc:
