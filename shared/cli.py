@@ -4,6 +4,7 @@
   pipeline the Functions trigger uses, into the configured store.
 * ``inspect`` decides one message without writing and prints one JSON object.
 * ``entries`` and ``export`` read the trail back (table or JSON lines).
+* ``check-store`` proves that every view of the store agrees with its entries.
 * ``worker``, ``send`` and ``dlq peek|replay`` talk to Service Bus with the azure-servicebus SDK.
 """
 
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,7 +36,7 @@ from shared.console import (
     summary,
 )
 from shared.envelope import InboundMessage, from_files, properties_path_for
-from shared.errors import ServiceError
+from shared.errors import ServiceError, StoreUnavailable
 from shared.pipeline import Pipeline, Policy, evaluate
 from shared.registration import DEFAULT_OLD_VALUE_COLUMNS, RegistrationError
 from shared.settings import Settings, StoreKind, load_settings
@@ -275,6 +277,42 @@ def _servicebus(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]
     return build_client(settings), source
 
 
+def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
+    """Every read path of the store against its entries; exit 0 when they agree, 1 when not
+    (after ``--repair``: when the repair left anything), 2 when the store cannot be read."""
+    try:
+        store = build_store(settings, read_only=not args.repair)
+    except StoreUnavailable as exc:
+        print(f"error: {escape_controls(exc)}", file=sys.stderr)
+        return 2
+    try:
+        found = store.check_views(repair=args.repair)
+        left = store.check_views() if args.repair and found else found
+        report = {
+            "store": store_label(settings),
+            "entries": store.count(),
+            "problems": [asdict(p) for p in found],
+            "repaired": bool(args.repair and found),
+            "remaining": len(left),
+        }
+    except StoreUnavailable as exc:
+        print(f"error: {escape_controls(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    if (args.format or ("table" if sys.stdout.isatty() else "json")) == "json":
+        print(json.dumps(report, ensure_ascii=True))
+    else:
+        for problem in found:
+            print(escape_controls(str(problem)))
+        verdict = "every view agrees with the entries" if not left else f"{len(left)} problem(s)"
+        print(
+            f"{report['store']}: {report['entries']} entries; {verdict}"
+            + (f" (repaired {len(found)})" if report["repaired"] else "")
+        )
+    return 1 if left else 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from shared.bootstrap import build_pipeline
     from shared.servicebus import Worker
@@ -478,6 +516,24 @@ def build_parser() -> argparse.ArgumentParser:
     _time_range_options(export)
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     export.set_defaults(handler=cmd_export)
+
+    check = commands.add_parser(
+        "check-store",
+        help="check that every view (read path) of the store agrees with its entries",
+        description="Table store: every regarding, session and day view row against the entry "
+        "rows (missing, differing, orphan). SQLite: PRAGMA integrity_check of its indexes. "
+        "Exit 0 when all agree, 1 when not, 2 when the store cannot be read. "
+        "Example: AUDIT_STORE=table psaudit check-store --repair",
+    )
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="rewrite each disagreeing view from its entry row, delete views with no entry",
+    )
+    check.add_argument(
+        "--format", choices=("table", "json"), help="lines on a terminal, JSON when piped"
+    )
+    check.set_defaults(handler=cmd_check_store)
 
     worker = commands.add_parser("worker", help="receive from Service Bus and audit (no Functions)")
     _entity_options(worker)

@@ -138,3 +138,44 @@ def test_a_conflict_inside_one_batch_keeps_the_first(any_store):
     assert [e.regarding_id for e in all_pages(lambda c: any_store.in_range(continuation=c))] == [
         BANK_A
     ]
+
+
+def _body_at_the_limit(limit: int, seed: int) -> bytes:
+    """The worst layout of a JSON body of ``limit`` bytes for a store: the session's name and
+    the regarding record's name (each of which the entry holds twice) of random astral text,
+    which compresses least, filling the body."""
+    import json
+    import random
+
+    from tests.conftest import kv_set, reference, sample_document, target_of
+
+    rng = random.Random(seed)
+    document = sample_document()
+    target = target_of(document)["Attributes"]
+    kv_set(target, "name", "")
+    kv_set(target, "regardingobjectid", reference("sample_bankaccount", BANK_A, ""))
+    room = (limit - len(json.dumps(document, ensure_ascii=False).encode()) - 16) // 8
+    noise = ["".join(chr(rng.randrange(0x10000, 0x10FFFF)) for _ in range(room)) for _ in "ab"]
+    kv_set(target, "name", noise[0])
+    kv_set(target, "regardingobjectid", reference("sample_bankaccount", BANK_A, noise[1]))
+    body = json.dumps(document, ensure_ascii=False).encode()
+    assert limit - 64 < len(body) <= limit
+    return body
+
+
+@pytest.mark.parametrize("limit", [262_144, 1_048_576])
+def test_whatever_a_body_within_the_limit_yields_every_store_stores(any_store, limit):
+    from shared.dataverse import Limits
+    from shared.envelope import InboundMessage
+    from shared.pipeline import Pipeline, Policy
+
+    body = _body_at_the_limit(limit, seed=limit)
+    message = InboundMessage(body=body, content_type="application/json", message_id="big")
+    [outcome] = Pipeline(any_store, Policy(Limits(max_body_bytes=limit))).handle([message])
+    assert outcome.settlement.value == "complete", outcome.description
+    entry = outcome.decision.entry
+    assert entry is not None
+    assert len(entry.json_text().encode()) > 1.9 * limit
+    assert _json(any_store.by_regarding(BANK_A).entries) == _json([entry])
+    assert _json(any_store.by_session(entry.processsession_id).entries) == _json([entry])
+    assert any_store.check_views() == []

@@ -11,7 +11,7 @@ from devtools.azurite import KEY
 from devtools.processes import free_port
 from shared.errors import StoreRejected, StoreUnavailable
 from shared.pipeline import Pipeline, evaluate
-from shared.stores.table import TableAuditStore, to_entities
+from shared.stores.table import TableAuditStore, stored_form, view_rows
 from shared.verdicts import Settlement
 from tests.conftest import table_store
 from tests.entries import make_entry, synthetic_message
@@ -40,30 +40,45 @@ def test_a_partly_written_batch_is_completed_by_the_rewrite(table):
     assert table.count() == 10
 
 
-def test_three_views_share_one_row_key():
-    entities = to_entities(make_entry(1, regarding=BANK))
-    assert [e["PartitionKey"].split("|")[0] for e in entities] == ["regarding", "session", "day"]
-    assert len({e["RowKey"] for e in entities}) == 1
+def test_one_entry_row_and_three_views_of_one_document():
+    entry = make_entry(1, regarding=BANK)
+    stored = stored_form(entry)
+    views = view_rows(stored)
+    assert [r["RowKey"].split("|")[0] for r in stored.rows] == ["e"]
+    assert [r["RowKey"][:2] for r in views[:2]] == ["r|", "s|"]
+    assert views[2]["PartitionKey"].startswith("d|")
+    assert {r["digest"] for r in [*stored.rows, *views]} == {stored.digest}
+    assert {r["doc"] for r in [*stored.rows, *views]} == {entry.json_text()}
 
 
-def test_entry_over_the_entity_limit_is_rejected_not_cut(table):
-    huge = make_entry(1, regarding=BANK, processsession_name="x" * 600_000)
-    with pytest.raises(StoreRejected, match="1 MiB"):
-        table.write([huge])
+def test_an_entry_over_one_entity_spreads_over_parts_and_reads_back_whole(table):
+    import random
+
+    rng = random.Random(7)
+    noise = "".join(chr(rng.randrange(0x10000, 0x10FFFF)) for _ in range(400_000))
+    huge = make_entry(1, regarding=BANK, processsession_name=noise)
+    stored = stored_form(huge)
+    assert len(stored.rows) > 1
+    assert stored.view_properties.get("doc_ref") is True
+    assert table.write([huge]) == 1
+    assert table.write([huge]) == 0
+    for page in (table.by_regarding(BANK), table.by_session(huge.processsession_id)):
+        assert [e.to_json_dict() for e in page.entries] == [huge.to_json_dict()]
+    assert table.check_views() == []
 
 
 def test_pipeline_dead_letters_only_the_entry_the_store_refuses(table, monkeypatch):
-    """A body within 256 KiB cannot reach the 1 MiB entity limit, so the refusal is forced."""
+    """Every body within the limits is storable, so the refusal is forced."""
     messages = [synthetic_message(i) for i in range(3)]
     refused = evaluate(messages[1]).entry.entry_id
-    real = table_module.to_entities
+    real = table_module.stored_form
 
-    def refuse_one(entry):
+    def refuse_one(entry, document=None):
         if entry.entry_id == refused:
             raise StoreRejected(entry.entry_id, "entry is too large (forced)")
-        return real(entry)
+        return real(entry, document)
 
-    monkeypatch.setattr(table_module, "to_entities", refuse_one)
+    monkeypatch.setattr(table_module, "stored_form", refuse_one)
     outcomes = Pipeline(table).handle(messages)
     assert [o.settlement for o in outcomes] == [
         Settlement.COMPLETE,

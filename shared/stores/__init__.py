@@ -26,6 +26,7 @@ def build_store(settings: Settings, read_only: bool = False) -> AuditStore:
             connection_string=secret.get_secret_value() if secret else None,
             endpoint=settings.audit_table_endpoint,
             create=not read_only,
+            read_timeout=settings.audit_table_read_timeout,
         )
     raise ValueError(f"unknown AUDIT_STORE {settings.audit_store!r}")  # pragma: no cover
 

@@ -31,6 +31,25 @@ class Unreadable:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewProblem:
+    """A read path (view, index) that does not agree with the stored entries.
+
+    ``kind``: ``missing`` (an entry has no row in a view), ``differs`` (the view row carries
+    another version than the entry's), ``orphan`` (a view row with no entry behind it), or
+    ``corrupt`` (the store's own integrity check failed; SQLite).
+    """
+
+    kind: str
+    entry_id: str
+    partition_key: str = ""
+    row_key: str = ""
+
+    def __str__(self) -> str:
+        where = f" ({self.partition_key} / {self.row_key})" if self.partition_key else ""
+        return f"{self.kind}: entry {self.entry_id}{where}"
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page of a read; pass ``continuation`` back to get the next (None = the end).
 
@@ -115,6 +134,10 @@ class AuditStore(Protocol):
 
     def count(self) -> int:
         """How many entries the store holds."""
+        ...
+
+    def check_views(self, repair: bool = False) -> list[ViewProblem]:
+        """Every read path against the entries; ``repair`` rebuilds what disagrees."""
         ...
 
     def close(self) -> None:

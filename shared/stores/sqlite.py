@@ -20,6 +20,7 @@ from shared.audit import AuditEntry, iso_utc
 from shared.errors import ConflictingDuplicates, StoreUnavailable
 from shared.stores.base import (
     Page,
+    ViewProblem,
     conflicting,
     decode_continuation,
     encode_continuation,
@@ -233,6 +234,15 @@ class SqliteAuditStore:
         """How many entries the store holds."""
         with self._guard("count") as db:
             return int(db.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0])
+
+    def check_views(self, repair: bool = False) -> list[ViewProblem]:
+        """The three reads are indexes of one table, kept by SQLite in the same transaction as
+        the row: ``PRAGMA integrity_check`` proves them; ``repair`` rebuilds them (REINDEX)."""
+        with self._guard("integrity check") as db:
+            if repair:
+                db.execute("REINDEX audit_entries")
+            found = [str(row[0]) for row in db.execute("PRAGMA integrity_check").fetchall()]
+        return [] if found == ["ok"] else [ViewProblem("corrupt", "", "", p) for p in found]
 
     def close(self) -> None:
         """Close the connection."""

@@ -1,46 +1,72 @@
 """Azure Table Storage audit store (``AUDIT_STORE=table``): the audit trail in Azure.
 
-Table design (one table, ``AUDIT_TABLE_NAME``). Each entry is written as three full copies,
-one per read it must serve with a single-partition (or partition-range) query:
+Several Functions instances write to one table at once, so every guarantee below holds under
+writers racing each other, without a lock.
 
-    view        PartitionKey                  RowKey
-    regarding   regarding|<regarding id|none>  <operation_created_on>|<entry_id>
-    session     session|<processsession id>    <operation_created_on>|<entry_id>
-    time        day|<YYYY-MM-DD>               <operation_created_on>|<entry_id>
+Rows (one table, ``AUDIT_TABLE_NAME``; ``<time>`` is ``operation_created_on`` as fixed-width
+UTC ISO-8601, so RowKeys sort by time, then entry id):
 
-``operation_created_on`` is fixed-width UTC ISO-8601, so RowKeys sort by time, then entry id.
-The entry itself is JSON in ``entry_0..entry_<n-1>`` (``entry_chunks`` = n), each at most
-15,000 characters so that even all-astral text stays under the 64 KiB string limit; nothing is
-cut. An entry too large for the 1 MiB entity limit is refused (``StoreRejected``), never cut.
+    row          PartitionKey    RowKey                                          role
+    entry        t               e|<entry_id>                                    commit point
+    entry part   t               x|<entry_id>|<n>                                a huge entry
+    regarding    t               r|<regarding_id or none>|<time>|<entry_id>      view
+    session      t               s|<processsession_id>|<time>|<entry_id>         view
+    day          d|<YYYY-MM-DD>  <time>|<entry_id>                               view
 
-Writes create, never replace: an entity that exists already is left as it is, so rewriting an
-``entry_id`` changes nothing. Entities of one partition go in entity transactions of at most
-100 operations (and well under the 4 MiB payload limit). A transaction that meets an existing
-entity is redone entity by entity, skipping those that exist. If a write fails between
-partitions, some views hold the entry and others not yet; the message is not completed, and
-its redelivery writes the rest.
+**One commit point per entry.** The ``entry`` row is created insert-only (never replaced):
+the first writer of an ``entry_id`` wins, atomically, in Table Storage itself. A writer that
+finds the row already there (HTTP 409) reads it and compares event content: the same event is
+a redelivery (nothing new), other content is a ``ConflictingDuplicates`` (the newcomer is
+dead-lettered as ``conflicting_duplicate``; the first version stays).
+
+**Views from the winner only.** An entry's regarding and session views live in the entry
+row's partition and are created in the same entity group transaction as the entry row, so
+they exist exactly when it does. When that transaction meets a row that exists (a
+redelivery, a race, a crash's leftovers), each entry is committed alone and its views are
+then written (upserted) from the document the entry row holds, never from the losing
+message. The day view is written after the commit, from the winner too; a crash before it
+is repaired by the redelivery. ``check_views`` (``psaudit check-store``) proves that every
+view agrees with the entry rows, and repairs them on request.
+
+**Few, full transactions.** A batch of 32 entries is two requests: one transaction of 96
+creates in ``t`` and one of 32 in its day. Each request costs the SDK about 5 ms of client
+CPU and each operation about 0.65 ms, whatever its size, so the count of requests and rows
+is what decides the cost (``make bench``). Nothing is read before writing. The price of one
+partition: Azure's target for a partition is 2,000 entities per second, which at three rows
+per entry bounds the service at some 600 entries a second across every instance, far above
+what people running dialogs produce; the day partition has that ceiling anyway.
+
+**Every entry fits.** A document of up to 64 KiB as UTF-16 is kept as text (``doc``); a
+larger one is compressed (``docz_0..``, 64 KiB binary chunks); one that still exceeds an
+entity spreads over ``entry part`` rows written in the entry row's own transaction (so it is
+as atomic), and its views point at the entry row (``doc_ref``) instead of holding a copy.
+Every row carries ``digest`` (SHA-256 of the document), which ``check_views`` compares.
 
 Connect with a connection string (Azurite, development) or, in Azure, with the account's
 table endpoint and ``DefaultAzureCredential`` (managed identity; the identity needs *Storage
-Table Data Contributor*). The SDK is imported only when this store is selected.
+Table Data Contributor*). Every request has a connection and a read timeout and the SDK's own
+retries are off: the pipeline retries in place within its time budget (``StoreRetry``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+import hashlib
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from itertools import groupby
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
+    ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.audit import AuditEntry, iso_utc
 from shared.errors import ConflictingDuplicates, StoreRejected, StoreUnavailable
@@ -48,6 +74,7 @@ from shared.settings import connection_string_value
 from shared.stores.base import (
     Page,
     Unreadable,
+    ViewProblem,
     conflicting,
     decode_continuation,
     encode_continuation,
@@ -55,19 +82,31 @@ from shared.stores.base import (
     read_rows,
 )
 
-CHUNK_CHARS = 15_000
-MAX_ENTRY_UTF16_BYTES = 900_000
+#: The partition of the entry rows and of the regarding and session views.
+TRAIL = "t"
+#: A string property holds at most 64 KiB (UTF-16).
+TEXT_BYTES = 65_536
+#: A binary property holds at most 64 KiB.
+BINARY_CHUNK = 65_536
+#: Compressed document bytes one row may carry (the entity limit is 1 MiB, keys included).
+ROW_DOCUMENT_BYTES = 14 * BINARY_CHUNK
+#: Decompressed documents are bounded (a tampered row must not exhaust memory).
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_TRANSACTION_OPERATIONS = 100
 MAX_TRANSACTION_BYTES = 3_000_000
-#: Partition transactions in flight at once for one batch.
+#: Requests in flight at once for one batch.
 WRITE_CONCURRENCY = 8
+#: Seconds to open a connection; the read timeout is AUDIT_TABLE_READ_TIMEOUT.
+CONNECTION_TIMEOUT = 5.0
 # 404: the table is gone (deleted, or a fresh emulator); it is recreated and the write retried.
 _TRANSIENT_STATUS = {404, 408, 429}
-
 
 #: Azure Table Storage's DateTime range starts here; an earlier value is stored by Azurite but
 #: then breaks every read of its partitions.
 EARLIEST = datetime(1601, 1, 1, tzinfo=UTC)
+
+_Entity = dict[str, Any]
+_R = TypeVar("_R")
 
 
 def _unavailable(action: str, exc: Exception, endpoint: str = "") -> StoreUnavailable:
@@ -77,7 +116,7 @@ def _unavailable(action: str, exc: Exception, endpoint: str = "") -> StoreUnavai
     if isinstance(exc, ClientAuthenticationError):
         hint = " (check the credential and the Storage Table Data Contributor role)"
     elif status is None:
-        hint = " (no answer: check that the endpoint is right and reachable from here)"
+        hint = " (no answer in time: check that the endpoint is right and reachable from here)"
     else:
         hint = ""
     detail = f"HTTP {status}" if status else type(exc).__name__
@@ -91,42 +130,78 @@ def _account_url(connection_string: str | None, endpoint: str | None) -> str:
     return endpoint or connection_string_value(connection_string, "TableEndpoint") or ""
 
 
-def _is_permanent(exc: AzureError) -> bool:
+def _status(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _is_permanent(exc: AzureError) -> bool:
+    status = _status(exc)
     return (
         isinstance(exc, HttpResponseError)
         and not isinstance(exc, ClientAuthenticationError)
         and status is not None
         and 400 <= status < 500
         and status not in _TRANSIENT_STATUS
+        and status != 409
     )
 
 
-def row_key(entry: AuditEntry) -> str:
-    """``<operation_created_on>|<entry_id>``: time order, then a stable tie-break."""
+def entry_key(entry_id: str) -> tuple[str, str]:
+    """PartitionKey and RowKey of an entry's commit-point row."""
+    return TRAIL, f"e|{entry_id}"
+
+
+class _Keyed(Protocol):
+    """What ``view_keys`` reads of an entry (an AuditEntry, or an entry row's summary)."""
+
+    @property
+    def entry_id(self) -> str: ...
+    @property
+    def regarding_id(self) -> str | None: ...
+    @property
+    def processsession_id(self) -> str: ...
+    @property
+    def operation_created_on(self) -> datetime: ...
+
+
+def _time_key(entry: _Keyed) -> str:
     return f"{iso_utc(entry.operation_created_on)}|{entry.entry_id}"
 
 
-def partition_keys(entry: AuditEntry) -> list[str]:
-    """The three views' partitions of one entry (time view last: it is the count's source)."""
+def view_keys(entry: _Keyed) -> list[tuple[str, str]]:
+    """PartitionKey and RowKey of an entry's three views: regarding, session, day."""
+    regarding = entry.regarding_id or "none"
     return [
-        f"regarding|{entry.regarding_id or 'none'}",
-        f"session|{entry.processsession_id}",
-        f"day|{entry.operation_created_on.astimezone(UTC):%Y-%m-%d}",
+        (TRAIL, f"r|{regarding}|{_time_key(entry)}"),
+        (TRAIL, f"s|{entry.processsession_id}|{_time_key(entry)}"),
+        (f"d|{entry.operation_created_on.astimezone(UTC):%Y-%m-%d}", _time_key(entry)),
     ]
 
 
-def to_entities(entry: AuditEntry) -> list[dict[str, Any]]:
-    """The three entities of one entry (same properties, three keys)."""
-    document = entry.json_text()
-    chunks = [document[i : i + CHUNK_CHARS] for i in range(0, len(document), CHUNK_CHARS)]
-    size = sum(len(chunk.encode("utf-16-le")) for chunk in chunks)
-    if size > MAX_ENTRY_UTF16_BYTES:
-        raise StoreRejected(
-            entry.entry_id,
-            f"entry is {size:,} bytes as UTF-16, over Table Storage's 1 MiB entity limit",
-        )
-    properties: dict[str, Any] = {
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An entry as the table holds it: its document (JSON) and the rows that carry it."""
+
+    entry: AuditEntry
+    document: str
+    digest: str
+    #: the commit-point row (and its part rows), created together in one transaction
+    rows: list[_Entity]
+    #: what each view row carries: the document, or a pointer to the entry row
+    view_properties: _Entity
+
+
+def _chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+def stored_form(entry: AuditEntry, document: str | None = None) -> Stored:
+    """The rows of one entry (see the module docstring); ``document`` is the JSON kept, by
+    default the entry's own (a held entry keeps the text it was stored with)."""
+    document = entry.json_text() if document is None else document
+    digest = hashlib.sha256(document.encode()).hexdigest()
+    summary: _Entity = {
         "entry_id": entry.entry_id,
         "verdict": entry.verdict.value,
         "reason": entry.reason.value if entry.reason else "",
@@ -134,40 +209,93 @@ def to_entities(entry: AuditEntry) -> list[dict[str, Any]]:
         "processsession_id": entry.processsession_id,
         "regarding_id": entry.regarding_id or "",
         "operation_created_on": entry.operation_created_on,
-        "entry_chunks": len(chunks),
-        **{f"entry_{i}": chunk for i, chunk in enumerate(chunks)},
+        "digest": digest,
     }
-    key = row_key(entry)
-    return [{"PartitionKey": pk, "RowKey": key, **properties} for pk in partition_keys(entry)]
+    pk, rk = entry_key(entry.entry_id)
+    if len(document) * 4 <= TEXT_BYTES or len(document.encode("utf-16-le")) <= TEXT_BYTES:
+        carried: _Entity = {"doc": document}
+        row = {"PartitionKey": pk, "RowKey": rk, **summary, **carried}
+        return Stored(entry, document, digest, [row], {**summary, **carried})
+    packed = zlib.compress(document.encode(), 6)
+    if len(packed) <= ROW_DOCUMENT_BYTES:
+        chunks = _chunks(packed, BINARY_CHUNK)
+        carried = {"docz": len(chunks), **{f"docz_{i}": c for i, c in enumerate(chunks)}}
+        row = {"PartitionKey": pk, "RowKey": rk, **summary, **carried}
+        return Stored(entry, document, digest, [row], {**summary, **carried})
+    parts = _chunks(packed, ROW_DOCUMENT_BYTES)
+    rows = [{"PartitionKey": pk, "RowKey": rk, **summary, "doc_parts": len(parts)}]
+    for n, part in enumerate(parts):
+        chunks = _chunks(part, BINARY_CHUNK)
+        rows.append(
+            {
+                "PartitionKey": pk,
+                "RowKey": f"x|{entry.entry_id}|{n:04d}",
+                "entry_id": entry.entry_id,
+                "docz": len(chunks),
+                **{f"docz_{i}": c for i, c in enumerate(chunks)},
+            }
+        )
+    if sum(len(p) for p in parts) * 4 // 3 > MAX_TRANSACTION_BYTES:
+        raise StoreRejected(
+            entry.entry_id,
+            f"entry compresses to {len(packed):,} bytes, over what one Table Storage "
+            "transaction carries (4 MiB)",
+        )
+    return Stored(entry, document, digest, rows, {**summary, "doc_ref": True})
 
 
-def _document(entity: Any) -> str:
-    return "".join(entity[f"entry_{i}"] for i in range(int(entity["entry_chunks"])))
+def view_rows(stored: Stored) -> list[_Entity]:
+    """The three view rows of a stored entry (same properties, three keys)."""
+    return [
+        {"PartitionKey": pk, "RowKey": rk, **stored.view_properties}
+        for pk, rk in view_keys(stored.entry)
+    ]
 
 
-def _read(entities: Iterable[Any]) -> tuple[list[AuditEntry], list[Unreadable]]:
-    return read_rows(
-        (str(e.get("entry_id") or e.get("RowKey")), partial(_document, e)) for e in entities
-    )
+def _packed(entity: Any) -> bytes:
+    return b"".join(bytes(entity[f"docz_{i}"]) for i in range(int(entity["docz"])))
 
 
-def _transactions(entities: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Entities grouped by partition, then cut to the transaction limits."""
-    entities = sorted(entities, key=lambda e: (e["PartitionKey"], e["RowKey"]))
-    for _, group in groupby(entities, key=lambda e: e["PartitionKey"]):
-        batch: list[dict[str, Any]] = []
+def _inflate(packed: bytes) -> str:
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(packed, MAX_DOCUMENT_BYTES)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"document over {MAX_DOCUMENT_BYTES:,} bytes")
+    return data.decode()
+
+
+def _transactions(units: Iterable[list[_Entity]]) -> Iterator[list[_Entity]]:
+    """Units (rows that must be written together, one partition each) grouped by partition,
+    then cut to the transaction limits; a unit is never split."""
+    by_partition: dict[str, list[list[_Entity]]] = {}
+    for unit in units:
+        by_partition.setdefault(unit[0]["PartitionKey"], []).append(unit)
+    for group in by_partition.values():
+        batch: list[_Entity] = []
         size = 0
-        for entity in group:
-            weight = sum(len(str(v)) * 2 for v in entity.values()) + 1_000
+        for unit in group:
+            weight = sum(_weight(entity) for entity in unit)
             if batch and (
-                len(batch) == MAX_TRANSACTION_OPERATIONS or size + weight > MAX_TRANSACTION_BYTES
+                len(batch) + len(unit) > MAX_TRANSACTION_OPERATIONS
+                or size + weight > MAX_TRANSACTION_BYTES
             ):
                 yield batch
                 batch, size = [], 0
-            batch.append(entity)
+            batch.extend(unit)
             size += weight
         if batch:
             yield batch
+
+
+def _weight(entity: _Entity) -> int:
+    """An upper bound of a row's bytes on the wire (JSON, binary as base64)."""
+    total = 1_000
+    for value in entity.values():
+        if isinstance(value, bytes):
+            total += len(value) * 4 // 3 + 4
+        else:
+            total += len(str(value)) * 6  # a character may be escaped as \\uXXXX
+    return total
 
 
 class TableAuditStore:
@@ -180,18 +308,24 @@ class TableAuditStore:
         connection_string: str | None = None,
         endpoint: str | None = None,
         create: bool = True,
+        read_timeout: float = 20.0,
         **client_options: Any,
     ) -> None:
+        options: dict[str, Any] = {
+            "connection_timeout": CONNECTION_TIMEOUT,
+            "read_timeout": read_timeout,
+            "retry_total": 0,  # the pipeline retries, within its time budget
+            **client_options,
+        }
+        self.endpoint = _account_url(connection_string, endpoint)
         try:
             if connection_string:
-                service = TableServiceClient.from_connection_string(
-                    connection_string, **client_options
-                )
+                service = TableServiceClient.from_connection_string(connection_string, **options)
             elif endpoint:
                 from azure.identity import DefaultAzureCredential
 
                 service = TableServiceClient(
-                    endpoint, credential=DefaultAzureCredential(), **client_options
+                    endpoint, credential=DefaultAzureCredential(), **options
                 )
             else:
                 raise ValueError(
@@ -199,7 +333,6 @@ class TableAuditStore:
                     "AUDIT_TABLE_CONNECTION_STRING"
                 )
             self._service = service
-            self.endpoint = _account_url(connection_string, endpoint)
             self.table_name = table_name
             self._pool = ThreadPoolExecutor(WRITE_CONCURRENCY, thread_name_prefix="table-write")
             self._table: TableClient = (
@@ -208,17 +341,16 @@ class TableAuditStore:
                 else service.get_table_client(table_name)
             )
         except AzureError as exc:
-            raise _unavailable(
-                f"opening table {table_name!r}", exc, _account_url(connection_string, endpoint)
-            ) from exc
+            raise _unavailable(f"opening table {table_name!r}", exc, self.endpoint) from exc
+
+    # -- writing ---------------------------------------------------------------------------
 
     def write(self, entries: Sequence[AuditEntry]) -> int:
-        """Create every view of every entry; existing ones are left untouched.
+        """Commit each entry (insert-only entry row), then write the views of what won.
 
         An entry whose entry_id is already stored with other event content is not written
         (the first version is kept) and is reported by ``ConflictingDuplicates`` after the rest
-        is stored. Partitions are independent, so their transactions go out concurrently (HTTP
-        round trips dominate); the write fails if any of them failed.
+        is stored. Returns how many entry rows this call created.
         """
         for entry in entries:
             if entry.operation_created_on < EARLIEST:
@@ -228,65 +360,100 @@ class TableAuditStore:
                     "1601-01-01, the earliest date Azure Table Storage holds (refused at write "
                     "time, so that no read of its partitions ever fails)",
                 )
-        conflicts = conflicting(entries, self._held_versions(entries))
-        keep = [
-            e
-            for e in entries
-            if e.entry_id not in conflicts
-            or e.event_content() == conflicts[e.entry_id].event_content()
-        ]
-        created = self._create(keep)
+        candidates: dict[str, Stored] = {}
+        for entry in entries:  # the first of a batch's copies of one entry_id is its candidate
+            if entry.entry_id not in candidates:
+                candidates[entry.entry_id] = stored_form(entry)
+        units = [[*s.rows, *view_rows(s)[:2]] for s in candidates.values()]
+        results = self._run_all([partial(self._commit, batch) for batch in _transactions(units)])
+        created = sum(n for n, _, _ in results)
+        apart = [entry_id for _, ids, _ in results for entry_id in ids]  # committed alone
+        existing = [entry_id for _, _, ids in results for entry_id in ids]
+        found = self._run_all([partial(self._held, entry_id) for entry_id in existing])
+        held = dict(zip(existing, found, strict=True))
+        winners = [held.get(entry_id, stored) for entry_id, stored in candidates.items()]
+        rows = [row for s in winners for row in view_rows(s)[2:]]  # every day view
+        for entry_id in (*apart, *existing):  # the views the commit did not write
+            rows += view_rows(held.get(entry_id) or candidates[entry_id])[:2]
+        batches = _transactions([row] for row in rows)
+        self._run_all([partial(self._write_views, batch) for batch in batches])
+        conflicts = conflicting(entries, (s.entry for s in held.values()))
         if conflicts:
             raise ConflictingDuplicates(conflicts)
         return created
 
-    def _held_versions(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
-        """Entries already stored under the batch's entry ids. One entry_id belongs to one
-        processsession, so each session's partition is read once (a session holds a handful of
-        entries); partitions are read concurrently."""
-        wanted = {e.entry_id for e in entries}
-        sessions = sorted({e.processsession_id for e in entries})
+    def _commit(self, batch: list[_Entity]) -> tuple[int, list[str], list[str]]:
+        """Create entry rows with their regarding and session views in one transaction.
 
-        def read(session: str) -> list[Any]:
-            try:
-                return list(
-                    self._table.query_entities(
-                        "PartitionKey eq @pk", parameters={"pk": f"session|{session}"}
-                    )
-                )
-            except AzureError as exc:
-                if getattr(exc, "status_code", None) == 404:
-                    return []  # the table is gone: nothing is held; the write recreates it
-                raise _unavailable("read before write", exc, self.endpoint) from exc
-
-        rows = [row for rows in self._pool.map(read, sessions) for row in rows]
-        held, _ = _read(row for row in rows if row.get("entry_id") in wanted)
-        return held
-
-    def _create(self, entries: Sequence[AuditEntry]) -> int:
-        entities = [entity for entry in entries for entity in to_entities(entry)]
-        batches = list(_transactions(entities))
-        if len(batches) <= 1:
-            return sum(self._write_partition_batch(batch) for batch in batches)
-        futures = [self._pool.submit(self._write_partition_batch, batch) for batch in batches]
-        wait(futures)
-        for future in futures:
-            error = future.exception()
-            if error is not None:
-                raise error
-        return sum(future.result() for future in futures)
-
-    def _write_partition_batch(self, batch: list[dict[str, Any]], attempt: int = 1) -> int:
+        Returns how many entries it created, and, when the transaction met a row that exists
+        (or one the service refuses), the entries committed one by one instead: those created
+        (their views still to write) and those found there already.
+        """
+        entries = [e for e in batch if e["RowKey"].startswith("e|")]
         try:
-            self._table.submit_transaction([("create", e) for e in batch])
-            return sum(e["PartitionKey"].startswith("day|") for e in batch)
+            self._send(batch, "create")
+            return len(entries), [], []
+        except (ResourceExistsError, StoreRejected) as exc:
+            if isinstance(exc, StoreRejected) and len(entries) == 1:
+                raise  # that one entry is refused for good
+        created, existing = [], []
+        for entry in entries:  # each entry alone: its commit-point rows, without the views
+            rows = [e for e in batch if e["entry_id"] == entry["entry_id"]]
+            try:
+                self._send(_commit_rows_only(rows), "create")
+                created.append(entry["entry_id"])
+            except ResourceExistsError:
+                existing.append(entry["entry_id"])
+        return len(created), created, existing
+
+    def _run_all(self, calls: list[Callable[[], _R]]) -> list[_R]:
+        """Run calls concurrently (one alone on this thread); raise the first failure."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        futures = [self._pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
+    def _held(self, entry_id: str) -> Stored:
+        found = self.stored(entry_id)
+        if found is None:  # deleted between the 409 and the read: a tampered or dropped table
+            raise StoreUnavailable(
+                f"entry {entry_id} was there, then gone, while it was being written; retried"
+            )
+        return found
+
+    def _write_views(self, batch: list[_Entity]) -> None:
+        """Write view rows: created (the cheaper request), else replaced, since they are
+        derived from the entry rows and may be there from an earlier delivery."""
+        try:
+            self._send(batch, "create")
+        except ResourceExistsError:
+            self._send(batch, "upsert")
+
+    def _send(self, batch: list[_Entity], operation: str, attempt: int = 1) -> None:
+        """One partition's rows in one request: a plain one for a single row, else an entity
+        group transaction (all or nothing). A row that exists raises ResourceExistsError for a
+        create; a refusal raises StoreRejected; anything else StoreUnavailable."""
+        try:
+            if operation == "upsert" and len(batch) == 1:
+                self._table.upsert_entity(batch[0], mode=UpdateMode.REPLACE)
+            elif operation == "upsert":
+                self._table.submit_transaction(
+                    [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
+                )
+            elif len(batch) == 1:
+                self._table.create_entity(batch[0])
+            else:
+                self._table.submit_transaction([("create", e) for e in batch])
         except AzureError as exc:
-            if getattr(exc, "status_code", None) == 404 and attempt == 1:
+            if _status(exc) == 404 and attempt == 1:
                 self._recreate_table(exc)
-                return self._write_partition_batch(batch, attempt + 1)
-            if getattr(exc, "status_code", None) == 409 or _is_permanent(exc):
-                return self._write_one_by_one(batch)
-            raise _unavailable("transaction", exc, self.endpoint) from exc
+                return self._send(batch, operation, attempt + 1)
+            if _status(exc) == 409:
+                raise ResourceExistsError(_message(exc)) from exc
+            if _is_permanent(exc):
+                raise StoreRejected(batch[0]["entry_id"], _message(exc)) from exc
+            raise _unavailable("write", exc, self.endpoint) from exc
+        return None
 
     def _recreate_table(self, cause: AzureError) -> None:
         """The table vanished under us: create it again (what was stored before is gone, but
@@ -296,20 +463,44 @@ class TableAuditStore:
         except AzureError as exc:
             raise _unavailable(f"recreating table {self.table_name!r}", exc) from cause
 
-    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> int:
-        created = 0
-        for entity in batch:
-            try:
-                self._table.create_entity(entity)
-                created += entity["PartitionKey"].startswith("day|")
-            except ResourceExistsError:
-                continue  # written by an earlier delivery: idempotent
-            except AzureError as exc:
-                if _is_permanent(exc):
-                    message = getattr(exc, "message", None) or str(exc).splitlines()[0]
-                    raise StoreRejected(entity["entry_id"], message[:300]) from exc
-                raise _unavailable("write", exc, self.endpoint) from exc
-        return created
+    # -- reading ---------------------------------------------------------------------------
+
+    def stored(self, entry_id: str) -> Stored | None:
+        """The entry held under ``entry_id`` as stored (None when there is none)."""
+        pk, rk = entry_key(entry_id)
+        try:
+            row = self._table.get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise _unavailable("read after a conflict", exc, self.endpoint) from exc
+        document = self._document(row)
+        entry = AuditEntry.model_validate_json(document)
+        return stored_form(entry, document)
+
+    def _document(self, row: Any) -> str:
+        """The JSON document a row carries or points at."""
+        if "doc" in row:
+            return str(row["doc"])
+        if "docz" in row:
+            return _inflate(_packed(row))
+        entry_id = str(row["entry_id"])
+        pk, _ = entry_key(entry_id)
+        if "doc_parts" not in row:  # a view that points at its entry row
+            return self._document(self._table.get_entity(pk, f"e|{entry_id}"))
+        parts = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
+            parameters={"pk": pk, "first": f"x|{entry_id}|", "after": f"x|{entry_id}}}"},
+        )
+        chunks = sorted((p["RowKey"], _packed(p)) for p in parts)
+        if len(chunks) != int(row["doc_parts"]):
+            raise ValueError(f"{len(chunks)} of {row['doc_parts']} entry parts found")
+        return _inflate(b"".join(chunk for _, chunk in chunks))
+
+    def _read(self, rows: Iterable[Any]) -> tuple[list[AuditEntry], list[Unreadable]]:
+        return read_rows(
+            (str(r.get("entry_id") or r.get("RowKey")), partial(self._document, r)) for r in rows
+        )
 
     def _query(
         self,
@@ -323,7 +514,7 @@ class TableAuditStore:
                 rows: Iterable[Any] = self._table.query_entities(
                     query_filter, parameters=parameters
                 )
-                entries, unreadable = _read(rows)
+                entries, unreadable = self._read(rows)
                 return Page(entries, None, unreadable)
             token = decode_continuation(continuation) if continuation else None
             if token is not None and not isinstance(token, dict):
@@ -332,26 +523,34 @@ class TableAuditStore:
                 query_filter, parameters=parameters, results_per_page=limit
             ).by_page(continuation_token=token)  # type: ignore[arg-type]  # SDK takes its dict
             page: Iterable[Any] = next(pages, [])
-            entries, unreadable = _read(page)
+            entries, unreadable = self._read(page)
             next_token = pages.continuation_token  # type: ignore[attr-defined]
             following = encode_continuation(next_token) if next_token else None
             return Page(entries, following, unreadable)
         except AzureError as exc:
             raise _unavailable("read", exc, self.endpoint) from exc
 
+    def _keyed(self, kind: str, key: str, limit: int | None, continuation: str | None) -> Page:
+        """One key's rows of a view in the trail partition: a RowKey range, in time order."""
+        prefix = f"{kind}|{key}|"
+        return self._query(
+            "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
+            {"pk": TRAIL, "first": prefix, "after": f"{kind}|{key}}}"},
+            limit,
+            continuation,
+        )
+
     def by_regarding(
         self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None
     ) -> Page:
-        """The trail of one regarding record: one partition, in RowKey (time) order."""
-        pk = f"regarding|{normalize_id(regarding_id)}"
-        return self._query("PartitionKey eq @pk", {"pk": pk}, limit, continuation)
+        """The trail of one regarding record: one RowKey range, in time order."""
+        return self._keyed("r", normalize_id(regarding_id), limit, continuation)
 
     def by_session(
         self, processsession_id: str, *, limit: int | None = None, continuation: str | None = None
     ) -> Page:
-        """All entries of one session: one partition, in time order."""
-        pk = f"session|{normalize_id(processsession_id)}"
-        return self._query("PartitionKey eq @pk", {"pk": pk}, limit, continuation)
+        """All entries of one session: one RowKey range, in time order."""
+        return self._keyed("s", normalize_id(processsession_id), limit, continuation)
 
     def in_range(
         self,
@@ -363,26 +562,94 @@ class TableAuditStore:
     ) -> Page:
         """Day partitions from ``start`` to ``end``, filtered on RowKey (time) bounds."""
         clauses = ["PartitionKey ge @first", "PartitionKey lt @after"]
-        parameters: dict[str, Any] = {"first": "day|", "after": "day}"}
+        parameters: dict[str, Any] = {"first": "d|", "after": "d}"}
         if start is not None:
-            parameters["first"] = f"day|{start.astimezone(UTC):%Y-%m-%d}"
+            parameters["first"] = f"d|{start.astimezone(UTC):%Y-%m-%d}"
             clauses.append("RowKey ge @start")
             parameters["start"] = iso_utc(start)
         if end is not None:
-            parameters["after"] = f"day|{end.astimezone(UTC):%Y-%m-%d}~"
+            parameters["after"] = f"d|{end.astimezone(UTC):%Y-%m-%d}~"
             clauses.append("RowKey lt @end")
             parameters["end"] = iso_utc(end)
         return self._query(" and ".join(clauses), parameters, limit, continuation)
 
-    def count(self) -> int:
-        """Entries in the time view (one entity per entry)."""
-        try:
-            rows = self._table.query_entities(
-                "PartitionKey ge 'day|' and PartitionKey lt 'day}'", select=["RowKey"]
+    def _entry_rows(self, select: list[str] | None = None) -> Iterator[Any]:
+        return iter(
+            self._table.query_entities(
+                "PartitionKey eq @pk and RowKey gt 'e|' and RowKey lt 'e}'",
+                parameters={"pk": TRAIL},
+                select=select,
             )
-            return sum(1 for _ in rows)
+        )
+
+    def count(self) -> int:
+        """Entries committed (entry rows)."""
+        try:
+            return sum(1 for _ in self._entry_rows(["RowKey"]))
         except AzureError as exc:
             raise _unavailable("count", exc, self.endpoint) from exc
+
+    # -- checking the views ----------------------------------------------------------------
+
+    def check_views(self, repair: bool = False) -> list[ViewProblem]:
+        """Every view row against the entry rows: a view missing, carrying another document
+        (digest), or with no entry behind it is a problem. ``repair`` rewrites the views of
+        each entry from its entry row and deletes views that no entry has."""
+        try:
+            return self._check_views(repair)
+        except AzureError as exc:
+            raise _unavailable("view check", exc, self.endpoint) from exc
+
+    def _check_views(self, repair: bool) -> list[ViewProblem]:
+        fields = ["PartitionKey", "RowKey", "entry_id", "digest", "operation_created_on"]
+        fields += ["regarding_id", "processsession_id"]
+        expected: dict[tuple[str, str], tuple[str, str]] = {}  # view key -> (entry_id, digest)
+        for row in self._entry_rows(fields):
+            when = row["operation_created_on"]
+            probe = _KeyProbe(
+                str(row["entry_id"]),
+                str(row["regarding_id"]) or None,
+                str(row["processsession_id"]),
+                when if isinstance(when, datetime) else datetime.fromisoformat(str(when)),
+            )
+            for key in view_keys(probe):
+                expected[key] = (probe.entry_id, str(row["digest"]))
+        problems: list[ViewProblem] = []
+        views = [
+            f"PartitionKey eq '{TRAIL}' and "
+            "((RowKey gt 'r|' and RowKey lt 'r}') or (RowKey gt 's|' and RowKey lt 's}'))",
+            "PartitionKey ge 'd|' and PartitionKey lt 'd}'",
+        ]
+        seen: set[tuple[str, str]] = set()
+        for query in views:
+            for row in self._table.query_entities(
+                query, select=["PartitionKey", "RowKey", "entry_id", "digest"]
+            ):
+                key = (str(row["PartitionKey"]), str(row["RowKey"]))
+                seen.add(key)
+                want = expected.get(key)
+                if want is None:
+                    problems.append(ViewProblem("orphan", str(row.get("entry_id")), *key))
+                elif str(row.get("digest")) != want[1]:
+                    problems.append(ViewProblem("differs", want[0], *key))
+        problems += [
+            ViewProblem("missing", entry_id, *key)
+            for key, (entry_id, _) in expected.items()
+            if key not in seen
+        ]
+        if repair and problems:
+            self._repair(problems)
+        return problems
+
+    def _repair(self, problems: list[ViewProblem]) -> None:
+        for problem in problems:
+            if problem.kind == "orphan":
+                self._table.delete_entity(problem.partition_key, problem.row_key)
+        for entry_id in sorted({p.entry_id for p in problems if p.kind != "orphan"}):
+            held = self.stored(entry_id)
+            if held is not None:
+                for batch in _transactions([row] for row in view_rows(held)):
+                    self._send(batch, "upsert")
 
     def delete_table(self) -> None:
         """Drop the whole table (tests and teardown only)."""
@@ -390,6 +657,26 @@ class TableAuditStore:
 
     def close(self) -> None:
         """Close the HTTP clients."""
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._table.close()
         self._service.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyProbe:
+    """What ``view_keys`` reads of an entry, from an entry row's summary columns."""
+
+    entry_id: str
+    regarding_id: str | None
+    processsession_id: str
+    operation_created_on: datetime
+
+
+def _commit_rows_only(rows: list[_Entity]) -> list[_Entity]:
+    """The entry row and its part rows of a commit unit (without its views)."""
+    return [row for row in rows if row["RowKey"][:2] in ("e|", "x|")]
+
+
+def _message(exc: AzureError) -> str:
+    message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+    return str(message).splitlines()[0][:300]
