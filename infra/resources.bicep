@@ -225,6 +225,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       // batch, under host.json's 10-minute functionTimeout, before the batch is abandoned.
       AUDIT_STORE_RETRY_SECONDS: '480'
       AUDIT_STORE_RETRY_MAX_DELAY: '30'
+      // One Table Storage request waits at most this long for an answer (connect: 5 s).
+      AUDIT_TABLE_READ_TIMEOUT: '20'
       AZURE_CLIENT_ID: identity.properties.clientId
       ALLOWED_ORGANIZATION_IDS: allowedOrganizationIds
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
 from uuid import UUID
 
 from shared.audit import AuditEntry, build_entry
@@ -32,6 +34,7 @@ from shared.telemetry import Telemetry
 from shared.verdicts import Reason, Settlement, Verdict
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +62,11 @@ class StoreRetry:
     Abandoning at once makes Service Bus redeliver at once, so a short outage would use up
     MaxDeliveryCount in seconds and fill the DLQ. Instead the write is retried with exponential
     backoff and full jitter (``first_delay`` doubling up to ``max_delay``) for up to ``budget``
-    seconds, while the transport renews the batch's locks; only then are the messages
-    abandoned. With the defaults (8 minutes, under the Functions timeout of 10) and
-    MaxDeliveryCount 10, a message survives more than an hour of outage. ``budget=0`` retries
-    nothing (the CLI's ``run``, most tests).
+    seconds of elapsed time (a call in flight counts: one that outlives the budget is given
+    up), while the transport renews the batch's locks; only then are the messages abandoned.
+    With the defaults (8 minutes, under the Functions timeout of 10) and MaxDeliveryCount 10,
+    a message survives more than an hour of outage. ``budget=0`` retries nothing (the CLI's
+    ``run``, most tests); the store's own timeouts then bound its one call.
     """
 
     budget: float = 0.0
@@ -76,13 +80,50 @@ class StoreRetry:
         )
 
     def delays(self, rng: random.Random) -> Iterator[float]:
-        """The waits before each retry, until the budget is spent."""
-        spent, ceiling = 0.0, self.first_delay
-        while spent < self.budget:
-            delay = min(rng.uniform(ceiling / 2, ceiling), self.budget - spent)
-            yield delay
-            spent += delay
+        """The backoff waits (full jitter, doubling up to ``max_delay``); the caller stops
+        asking when the budget's time is spent."""
+        ceiling = self.first_delay
+        while True:
+            yield rng.uniform(ceiling / 2, ceiling)
             ceiling = min(ceiling * 2, self.max_delay)
+
+
+class _GaveUp(TransientError):
+    """Raised when a store call in flight outlived the time budget or a stop was asked for."""
+
+
+def call_within(
+    work: Callable[[], _T], deadline: float | None, stop: threading.Event, what: str
+) -> _T:
+    """``work()`` on a helper thread, given up (``_GaveUp``) when ``deadline`` (monotonic)
+    passes or ``stop`` is set, whichever comes first; ``None`` waits for the call itself,
+    which the store's own timeouts bound.
+
+    A call given up goes on in its thread and its result is dropped: its messages are retried
+    (not completed), and a store write is idempotent, so a late success loses and doubles
+    nothing.
+    """
+    result: list[_T] = []
+    error: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            error.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="store-call", daemon=True).start()
+    while not done.wait(0.1):
+        if stop.is_set():
+            raise _GaveUp(f"{what} given up in flight: the worker was told to stop")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise _GaveUp(f"{what} did not finish within the store retry budget")
+    if error:
+        raise error[0]
+    return result[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,18 +262,23 @@ class Pipeline:
             return {}
         waits = self.retry.delays(self._rng)
         stop = stop or threading.Event()
+        # the budget counts elapsed time, calls in flight included; 0 retries nothing and lets
+        # the store's own timeouts bound the one call
+        deadline = time.monotonic() + self.retry.budget if self.retry.budget else None
         while True:
             try:
-                self.store.write(entries)
+                call_within(partial(self.store.write, entries), deadline, stop, "store write")
                 return {}
             except ConflictingDuplicates as exc:  # the rest of the batch is stored
                 return {entry_id: _conflict(kept) for entry_id, kept in exc.stored.items()}
             except StoreRejected:
                 break  # find which entry the store refuses: write them one by one
             except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
-                delay = next(waits, None) if isinstance(exc, TransientError) else None
-                if delay is None or stop.is_set():
+                left = deadline - time.monotonic() if deadline is not None else 0.0
+                retry = isinstance(exc, TransientError) and not isinstance(exc, _GaveUp)
+                if not retry or left <= 0 or stop.is_set():
                     return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
+                delay = min(next(waits), left)
                 log.warning(
                     "audit store write failed (%s); retrying in %.1f s, %d entr%s waiting",
                     exc,
@@ -244,7 +290,7 @@ class Pipeline:
         failures: dict[str, _Settler] = {}
         for entry in entries:
             try:
-                self.store.write([entry])
+                call_within(partial(self.store.write, [entry]), deadline, stop, "store write")
             except ConflictingDuplicates as exc:
                 failures[entry.entry_id] = _conflict(exc.stored[entry.entry_id])
             except StoreRejected as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -93,9 +92,17 @@ class Source:
         return client.get_topic_sender(str(self.topic))
 
 
+#: Seconds one send may take, its retries included.
+SEND_TIMEOUT = 30.0
+#: The SDK's retries: a few, with a short ceiling, so that one call stays within seconds.
+CLIENT_RETRY = {"retry_total": 3, "retry_backoff_factor": 0.5, "retry_backoff_max": 8.0}
+
+
 def build_client(settings: Settings, **options: Any) -> ServiceBusClient:
     """A client from a connection string (local broker, development) or a namespace with
-    ``DefaultAzureCredential`` (managed identity; the production default)."""
+    ``DefaultAzureCredential`` (managed identity; the production default); the SDK's retries
+    are bounded (``CLIENT_RETRY``) and every send has a timeout (``SEND_TIMEOUT``)."""
+    options = {**CLIENT_RETRY, **options}
     secret = settings.servicebus_connection_string
     if secret is not None:
         return ServiceBusClient.from_connection_string(secret.get_secret_value(), **options)
@@ -176,15 +183,12 @@ class Worker:
         *,
         batch_size: int = 32,
         max_wait_time: float = 1.0,
-        renew_locks_for: float | None = None,
     ) -> None:
         self.client = client
         self.pipeline = pipeline
         self.source = source
         self.batch_size = batch_size
         self.max_wait_time = max_wait_time
-        # locks are renewed for as long as the pipeline may retry a failing store in place
-        self.renew_locks_for = renew_locks_for or max(300.0, pipeline.retry.budget + 120.0)
 
     def run(self, stop: threading.Event | None = None, until_idle: bool = False) -> WorkerStats:
         """Process until ``stop`` is set (or, with ``until_idle``, until a receive is empty)."""
@@ -215,16 +219,16 @@ class Worker:
         return stats
 
     def _keep_locks(self, receiver: Any, messages: list[Any], work: Future[Any]) -> None:
-        """Renew the batch's locks while the pipeline works on it.
+        """Renew the batch's locks for as long as the pipeline works on it (its store calls
+        are bounded by the retry budget and the stop signal, so this ends).
 
         Renewal runs on this thread, the receiver's own: the SDK's connection is not safe for
         concurrent use (AutoLockRenewer's threads interleave frames on the session).
         """
         if not messages:
             return
-        started = time.monotonic()
         windows = {id(m): _remaining(m) for m in messages}
-        while not work.done() and time.monotonic() - started < self.renew_locks_for:
+        while not work.done():
             wait([work], timeout=0.2)
             for message in messages:
                 if work.done():
@@ -264,7 +268,7 @@ def send(client: ServiceBusClient, source: Source, messages: Iterable[InboundMes
     count = 0
     with source.sender(client) as sender:
         for message in messages:
-            sender.send_messages(to_servicebus_message(message))
+            sender.send_messages(to_servicebus_message(message), timeout=SEND_TIMEOUT)
             count += 1
     return count
 
@@ -348,7 +352,8 @@ def replay_dead_letters(
                             correlation_id=message.correlation_id,
                             subject=message.subject,
                             application_properties=_properties(dead_letter_properties(message)),
-                        )
+                        ),
+                        timeout=SEND_TIMEOUT,
                     )
                     receiver.complete_message(message)
                 else:

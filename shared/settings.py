@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         None,
         description="AUDIT_TABLE_CONNECTION_STRING: for Azurite / development only",
     )
+    audit_table_read_timeout: float = Field(
+        20.0,
+        gt=0,
+        le=300,
+        description="AUDIT_TABLE_READ_TIMEOUT: seconds one Table Storage request may wait for "
+        "an answer (connecting is bounded at 5 s); the store retry budget bounds the whole write",
+    )
     allowed_organization_ids: Annotated[frozenset[UUID], NoDecode] = Field(
         frozenset(),
         description="ALLOWED_ORGANIZATION_IDS: comma-separated OrganizationIds; empty = any",
