@@ -77,13 +77,15 @@ unit: install install-node install-runtime
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py tests/test_properties.py
 
-## bench: throughput vs the parse floor, the naive baseline, Table store, cold start, memory
+## bench: throughput vs the parse floor, the naive baseline, Table store, cold start, memory,
+## and the drain of the local broker (bare loop, worker into SQLite, into Table on Azurite)
 bench: install install-node
 	$(PY) -m bench.run
 	$(PY) -m bench.numbers
 	$(PY) -m bench.binary
 	$(PY) -m bench.bodies
 	$(PY) -m bench.sqlite_schema
+	$(PY) -m bench.drain
 
 ## samples: the bundled samples against samples/expected.json (in the repo); then, when the
 ## team's handout folder is beside the repo, its own checker too

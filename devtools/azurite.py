@@ -27,27 +27,28 @@ class AzuriteUnavailable(RuntimeError):
 
 
 class Azurite:
-    """One azurite-table process; in memory unless a ``location`` folder is given."""
+    """One Azurite service process (``table`` or ``blob``); in memory unless a ``location``
+    folder is given."""
 
-    def __init__(self, log_dir: Path, location: Path | None = None) -> None:
+    def __init__(self, log_dir: Path, location: Path | None = None, service: str = "table") -> None:
         if shutil.which("node") is None:
             raise AzuriteUnavailable(
                 "Node.js is not installed: the Table store tests need it for Azurite"
             )
-        if not AZURITE_TABLE.exists():
-            raise AzuriteUnavailable(
-                f"{AZURITE_TABLE} is missing: run `npm ci` (make install does)"
-            )
+        self.service = service
+        self.binary = AZURITE_TABLE.with_name(f"azurite-{service}")
+        if not self.binary.exists():
+            raise AzuriteUnavailable(f"{self.binary} is missing: run `npm ci` (make install does)")
         self.port = free_port()
         self.location = location
-        self.log = log_dir / f"azurite-{self.port}.log"
+        self.log = log_dir / f"azurite-{service}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def connection_string(self) -> str:
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-            f"TableEndpoint=http://127.0.0.1:{self.port}/{ACCOUNT};"
+            f"{self.service.capitalize()}Endpoint=http://127.0.0.1:{self.port}/{ACCOUNT};"
         )
 
     def start(self, timeout: float = 30.0) -> None:
@@ -55,12 +56,15 @@ class Azurite:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
-                    str(AZURITE_TABLE),
-                    "--tableHost",
+                    str(self.binary),
+                    f"--{self.service}Host",
                     "127.0.0.1",
-                    "--tablePort",
+                    f"--{self.service}Port",
                     str(self.port),
                     "--disableTelemetry",
+                    # the newest SDKs ask for API versions this Azurite (the last for Node 20)
+                    # predates; the calls this project makes are the same in both
+                    "--skipApiVersionCheck",
                     *storage,
                 ],
                 stdout=log,

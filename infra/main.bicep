@@ -23,6 +23,10 @@ param redactColumns string = ''
 @description('Object id of the person deploying (azd sets AZURE_PRINCIPAL_ID): granted the operator roles docs/operations.md uses (Table Data Reader for entries/export, Service Bus Data Receiver + Sender for the dlq tools). Empty grants nothing.')
 param principalId string = ''
 
+@secure()
+@description('The trail key, 64 hex characters: `azd env set AUDIT_TRAIL_KEY "$(openssl rand -hex 32)"` before `azd up`. Keep a copy offline: verify needs it.')
+param trailKey string
+
 @description('Resource group name; default rg-<environmentName>.')
 param resourceGroupName string = ''
 
@@ -45,6 +49,7 @@ module resources 'resources.bicep' = {
     useTopic: useTopic
     redactColumns: redactColumns
     principalId: principalId
+    trailKey: trailKey
   }
 }
 
@@ -56,3 +61,4 @@ output SERVICEBUS_ENTITY string = resources.outputs.serviceBusEntity
 output SERVICEBUS_ENTITY_KIND string = useTopic ? 'topic' : 'queue'
 output SERVICEBUS_SEND_RULE string = resources.outputs.sendRuleName
 output AUDIT_TABLE_ENDPOINT string = resources.outputs.auditTableEndpoint
+output AUDIT_SEAL_ENDPOINT string = resources.outputs.auditSealEndpoint

@@ -10,6 +10,13 @@ param allowedOrganizationIds string
 param useTopic bool
 param redactColumns string
 param principalId string = ''
+@secure()
+@minLength(64)
+@maxLength(64)
+@description('The trail key: 64 hex characters (`openssl rand -hex 32`), kept in Key Vault; the app seals every entry and window with it.')
+param trailKey string
+@description('Days a window seal blob can be neither changed nor deleted (time-based retention, WORM). Lock the policy once it is right (docs/operations.md).')
+param sealRetentionDays int = 2555
 
 param queueName string = 'processsession-events'
 param topicName string = 'processsession-events'
@@ -24,6 +31,7 @@ param maximumInstanceCount int = 100
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var deploymentContainerName = 'app-package-${take(token, 32)}'
 var sendRuleName = 'dataverse-send'
+var sealContainerName = 'auditseals'
 
 // Built-in role definition ids.
 var roles = {
@@ -35,6 +43,7 @@ var roles = {
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -65,6 +74,54 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: deploymentContainerName
+}
+
+// Window seals of the audit trail, apart from its table: blobs that, under the time-based
+// retention policy, nobody can change or delete (shared/stores/blob_seals.py).
+resource sealContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: sealContainerName
+  properties: { publicAccess: 'None' }
+}
+
+resource sealRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+  parent: sealContainer
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: sealRetentionDays
+    allowProtectedAppendWrites: false
+  }
+}
+
+// The trail key, readable by the app's identity only (RBAC; purge protection on).
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: 'kv-${take(token, 21)}'
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+  }
+}
+
+resource trailKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'audit-trail-key'
+  properties: { value: trailKey, contentType: 'hex HMAC-SHA-256 key' }
+}
+
+resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: vault
+  name: guid(vault.id, identity.id, roles.keyVaultSecretsUser)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
@@ -180,6 +237,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    keyVaultReferenceIdentity: identity.id
     siteConfig: { minTlsVersion: '1.2', ftpsState: 'Disabled', http20Enabled: true }
     functionAppConfig: {
       deployment: {
@@ -227,6 +285,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       AUDIT_STORE_RETRY_MAX_DELAY: '30'
       // One Table Storage request waits at most this long for an answer (connect: 5 s).
       AUDIT_TABLE_READ_TIMEOUT: '20'
+      // The tamper-evident trail: entries sealed with the key from Key Vault, windows sealed
+      // by the seal_trail timer into the WORM container, 15 minutes after each hour closes.
+      AUDIT_TRAIL_KEY: '@Microsoft.KeyVault(SecretUri=${trailKeySecret.properties.secretUri})'
+      AUDIT_SEAL_ENDPOINT: storage.properties.primaryEndpoints.blob
+      AUDIT_SEAL_CONTAINER: sealContainerName
+      AUDIT_SEAL_GRACE_MINUTES: '15'
+      AUDIT_SEAL_SCHEDULE: '0 20 * * * *'
       AZURE_CLIENT_ID: identity.properties.clientId
       ALLOWED_ORGANIZATION_IDS: allowedOrganizationIds
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
@@ -337,3 +402,4 @@ output serviceBusNamespace string = serviceBus.name
 output serviceBusEntity string = useTopic ? topicName : queueName
 output sendRuleName string = sendRuleName
 output auditTableEndpoint string = storage.properties.primaryEndpoints.table
+output auditSealEndpoint string = storage.properties.primaryEndpoints.blob

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid5
 
 import orjson
@@ -62,8 +62,10 @@ class Change(BaseModel):
 #: Fields set by the broker or at recording time: they differ between redeliveries and
 #: re-posts of one event, so they never count when two entries of one event are compared.
 BROKER_FIELDS = frozenset(
-    {"message_id", "sequence_number", "enqueued_time", "delivery_count", "recorded_at"}
+    {"message_id", "sequence_number", "enqueued_time", "delivery_count", "recorded_at", "seal"}
 )
+#: Where an entry comes from: a Service Bus message, or a read of the Web API (``backfill``).
+Origin = Literal["event", "backfill"]
 
 
 _TIMESTAMPS = ("operation_created_on", "enqueued_time", "recorded_at")
@@ -108,6 +110,11 @@ class AuditEntry(BaseModel):
     enqueued_time: UtcTimestamp | None
     delivery_count: int | None
     recorded_at: UtcTimestamp
+    origin: Origin = "event"
+    #: ``v1:<key id>:<HMAC-SHA-256 hex>`` over the stored document (``shared.stores.seals``),
+    #: set by the store that wrote the entry; None when no trail key was configured. The
+    #: stored document itself holds ``seal: null``: the seal is kept beside it.
+    seal: str | None = None
 
     def json_text(self) -> str:
         """The entry as the stores keep it: ``model_dump_json``'s document in 2/3 of its time.

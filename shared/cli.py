@@ -4,6 +4,7 @@
   pipeline the Functions trigger uses, into the configured store.
 * ``inspect`` decides one message without writing and prints one JSON object.
 * ``entries`` and ``export`` read the trail back (table or JSON lines).
+* ``seal`` and ``verify`` make and check the tamper-evident trail (``shared.stores.seals``).
 * ``check-store`` proves that every view of the store agrees with its entries.
 * ``worker``, ``send`` and ``dlq peek|replay`` talk to Service Bus with the azure-servicebus SDK.
 """
@@ -37,6 +38,7 @@ from shared.console import (
 )
 from shared.envelope import InboundMessage, from_files, properties_path_for
 from shared.errors import ServiceError, StoreUnavailable
+from shared.keys import KeyRing
 from shared.pipeline import Pipeline, Policy, evaluate
 from shared.registration import DEFAULT_OLD_VALUE_COLUMNS, RegistrationError
 from shared.settings import Settings, StoreKind, load_settings
@@ -313,6 +315,92 @@ def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if left else 0
 
 
+def _key_ring_or_usage(settings: Settings, command: str) -> KeyRing | None:
+    ring = settings.key_ring()
+    if ring is None:
+        print(
+            f"error: {command} needs the trail key: set AUDIT_TRAIL_KEY (64 hex characters; "
+            "AUDIT_TRAIL_PREVIOUS_KEYS for keys before a rotation)",
+            file=sys.stderr,
+        )
+    return ring
+
+
+def cmd_seal(args: argparse.Namespace, settings: Settings) -> int:
+    """Seal the windows of recorded_at that closed (``--now``: everything so far)."""
+    from shared.stores import seal_trail
+
+    if _key_ring_or_usage(settings, "seal") is None:
+        return 2
+    try:
+        record = seal_trail(settings, everything=args.now)
+    except StoreUnavailable as exc:
+        print(f"error: {escape_controls(exc)}", file=sys.stderr)
+        return 2
+    if record is None:
+        print("nothing to seal: no window has closed since the last seal", file=sys.stderr)
+    else:
+        print(
+            f"sealed {record.count} entries recorded from {record.start} to {record.end}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-read the trail and its seals; exit 0 intact, 1 when anything is wrong."""
+    from datetime import timedelta
+
+    from shared.stores import build_seal_store
+    from shared.stores.seals import verify_trail
+
+    if args.since and args.until and args.since >= args.until:
+        raise ValueError("--since must be earlier than --until")
+    ring = _key_ring_or_usage(settings, "verify")
+    if ring is None:
+        return 2
+    try:
+        store = build_store(settings, read_only=True)
+    except StoreUnavailable as exc:
+        print(f"error: {escape_controls(exc)}", file=sys.stderr)
+        return 2
+    show = sys.stderr.isatty()
+
+    def progress(count: int) -> None:
+        print(f"\rverified {count:,} entries ...", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = verify_trail(
+            store,
+            build_seal_store(settings, store),
+            ring,
+            datetime.now(UTC),
+            since=args.since,
+            until=args.until,
+            grace=timedelta(minutes=settings.audit_seal_grace_minutes),
+            progress=progress if show else None,
+        )
+    except StoreUnavailable as exc:
+        print(f"error: {escape_controls(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    if show:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    if (args.format or ("table" if sys.stdout.isatty() else "json")) == "json":
+        print(json.dumps(report.to_json(), ensure_ascii=True))
+    else:
+        for problem in report.problems:
+            where = problem.entry_id or problem.window or ""
+            print(escape_controls(f"{problem.kind:<13} {where}  {problem.detail}"))
+        state = "intact" if not report.problems else f"{len(report.problems)} problem(s)"
+        print(
+            f"{report.entries} entries in {report.windows} sealed window(s), "
+            f"{report.unsealed} not sealed yet: {state}"
+        )
+    return 1 if report.problems else 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from shared.bootstrap import build_pipeline
     from shared.servicebus import Worker
@@ -534,6 +622,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "json"), help="lines on a terminal, JSON when piped"
     )
     check.set_defaults(handler=cmd_check_store)
+
+    seal = commands.add_parser(
+        "seal",
+        help="seal the windows of the trail that have closed (needs AUDIT_TRAIL_KEY)",
+        description="Records the count and digest of the entries recorded in each window "
+        "that closed (plus AUDIT_SEAL_GRACE_MINUTES) since the last seal, MACed and chained. "
+        "Example: psaudit seal --now",
+    )
+    seal.add_argument(
+        "--now",
+        action="store_true",
+        help="seal everything recorded so far, without waiting for the grace period "
+        "(before an audit; run it while no writer is busy)",
+    )
+    seal.set_defaults(handler=cmd_seal)
+
+    verify = commands.add_parser(
+        "verify",
+        help="prove the trail intact: no entry altered, removed or forged (needs the key)",
+        description="Re-reads every entry and window seal and reports each problem (altered, "
+        "missing, forged, inserted, unsealed, seal broken). Exit 0 when intact, 1 when not, "
+        "2 for a usage or connection error. Example: psaudit verify --format json",
+    )
+    _time_range_options(verify)
+    verify.add_argument(
+        "--format", choices=("table", "json"), help="lines on a terminal, JSON when piped"
+    )
+    verify.set_defaults(handler=cmd_verify)
 
     worker = commands.add_parser("worker", help="receive from Service Bus and audit (no Functions)")
     _entity_options(worker)

@@ -14,6 +14,8 @@ from uuid import UUID
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.keys import KeyRing, parse_key
+
 #: Service Bus Standard accepts at most 256 KiB per message; anything larger is hostile.
 DEFAULT_MAX_BODY_BYTES = 262_144
 #: Real contexts nest about 20 levels (samples/README.md, rule 2).
@@ -88,6 +90,38 @@ class Settings(BaseSettings):
         description="AUDIT_TABLE_READ_TIMEOUT: seconds one Table Storage request may wait for "
         "an answer (connecting is bounded at 5 s); the store retry budget bounds the whole write",
     )
+    audit_trail_key: SecretStr | None = Field(
+        None,
+        description="AUDIT_TRAIL_KEY: 64 hex characters (32 random bytes); each entry is sealed "
+        "with it when written, and windows by `psaudit seal` (in Azure a Key Vault reference). "
+        "A secret, never logged",
+    )
+    audit_trail_previous_keys: SecretStr | None = Field(
+        None,
+        description="AUDIT_TRAIL_PREVIOUS_KEYS: comma-separated earlier trail keys, still "
+        "accepted by `verify` after a rotation",
+    )
+    audit_seal_grace_minutes: float = Field(
+        15.0,
+        ge=0,
+        le=1440,
+        description="AUDIT_SEAL_GRACE_MINUTES: a window of recorded_at is sealed this long "
+        "after it ends (longer than a batch may wait for the store)",
+    )
+    audit_seal_container: str = Field(
+        "auditseals",
+        pattern=r"^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$",
+        description="AUDIT_SEAL_CONTAINER: the blob container of the table store's window seals",
+    )
+    audit_seal_endpoint: str | None = Field(
+        None,
+        description="AUDIT_SEAL_ENDPOINT: https://<account>.blob.core.windows.net for the "
+        "window seals of the table store (managed identity; the production default)",
+    )
+    audit_seal_connection_string: SecretStr | None = Field(
+        None,
+        description="AUDIT_SEAL_CONNECTION_STRING: for Azurite / development only",
+    )
     allowed_organization_ids: Annotated[frozenset[UUID], NoDecode] = Field(
         frozenset(),
         description="ALLOWED_ORGANIZATION_IDS: comma-separated OrganizationIds; empty = any",
@@ -123,6 +157,27 @@ class Settings(BaseSettings):
     process_session_subscription: str | None = Field(
         None, description="PROCESS_SESSION_SUBSCRIPTION"
     )
+
+    @field_validator("audit_trail_key", "audit_trail_previous_keys")
+    @classmethod
+    def _hex_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None  # set but empty: no key
+        if value is not None:
+            for key in value.get_secret_value().split(","):
+                if key.strip():
+                    parse_key(key)
+        return value
+
+    def key_ring(self) -> KeyRing | None:
+        """The trail's key ring, or None when no AUDIT_TRAIL_KEY is set."""
+        if self.audit_trail_key is None:
+            return None
+        previous = self.audit_trail_previous_keys
+        return KeyRing.from_texts(
+            self.audit_trail_key.get_secret_value(),
+            previous.get_secret_value() if previous else "",
+        )
 
     @field_validator("audit_redact_columns", mode="before")
     @classmethod

@@ -72,4 +72,8 @@ def read_trail(
             {"entry_id": row.entry_id, "column": row.column, "problem": row.problem}
             for row in page.unreadable
         ]
+    if page.tampered:  # returned above, and marked: their seal does not match
+        answer["tampered"] = [
+            {"entry_id": row.entry_id, "problem": row.problem} for row in page.tampered
+        ]
     return answer

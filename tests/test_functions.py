@@ -22,6 +22,7 @@ import functions.process_session as process_session
 from functions import runtime
 from shared.pipeline import Pipeline
 from shared.settlement import MAX_DESCRIPTION
+from shared.stores.sqlite import SqliteAuditStore
 from tests.conftest import registered_functions
 from tests.pipeline_doubles import FlakyStore
 
@@ -81,7 +82,17 @@ def test_registered_functions_and_their_bindings():
         "process_session_topic",
         "bankaccount_audit",
         "processsession_audit",
+        "seal_trail",
     }
+    assert functions["seal_trail"]["bindings"] == [
+        {
+            "direction": "IN",
+            "type": "timerTrigger",
+            "name": "timer",
+            "schedule": "%AUDIT_SEAL_SCHEDULE%",
+            "runOnStartup": False,
+        }
+    ]
     queue = functions["process_session_queue"]["bindings"]
     topic = functions["process_session_topic"]["bindings"]
     assert queue == [
@@ -224,3 +235,37 @@ def test_a_store_failure_in_a_batch_completes_no_message_that_has_an_entry(wired
         else:
             assert got == ("deadletter" if expected == "malformed" else "complete"), name
     assert store.count() == 0
+
+
+def test_the_seal_timer_seals_what_closed(tmp_path, monkeypatch, caplog):
+    """The timer function's own code, on the settings it reads (SQLite here, blobs in Azure)."""
+    import logging
+    from datetime import UTC, datetime, timedelta
+
+    from functions.trail_seal import seal_trail
+    from shared.settings import load_settings
+    from shared.stores.seals import verify_trail
+    from shared.stores.sqlite import SqliteSealStore
+    from tests.entries import synthetic_message
+
+    key = "ab" * 32
+    settings = load_settings(
+        audit_sqlite_path=tmp_path / "a.sqlite3", audit_trail_key=key, audit_seal_grace_minutes=0
+    )
+    monkeypatch.setattr(runtime, "settings", lambda: settings)
+    store = SqliteAuditStore(settings.audit_sqlite_path, ring=settings.key_ring())
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    Pipeline(store, clock=lambda: two_hours_ago).handle([synthetic_message(n) for n in range(3)])
+    Pipeline(store).handle([synthetic_message(3)])  # this hour's: not closed yet
+    with caplog.at_level(logging.INFO):
+        seal_trail(None)  # the timer's details are not read
+    ring = settings.key_ring()
+    assert ring is not None
+    records = SqliteSealStore(store).records()
+    assert [r.count for r in records] == [3]
+    assert records[0].end.endswith(":00:00.000Z")  # whole hours, after the grace period
+    assert "sealed 3 entries" in caplog.text
+    report = verify_trail(store, SqliteSealStore(store), ring, datetime.now(UTC))
+    assert report.problems == []
+    assert (report.entries, report.windows, report.unsealed) == (4, 1, 1)
+    store.close()

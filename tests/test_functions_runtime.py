@@ -32,7 +32,7 @@ from tests.functions_host.amqp import HostMessage, binding_content
 from tests.functions_host.host import ROOT, FunctionsHost
 
 FUNCTIONS = {"process_session_queue", "process_session_topic", "bankaccount_audit",
-             "processsession_audit"}  # fmt: skip
+             "processsession_audit", "seal_trail"}  # fmt: skip
 ENTITY_SETTINGS = {
     "PROCESS_SESSION_QUEUE": "processsessions",
     "PROCESS_SESSION_TOPIC": "dataverse",
@@ -373,3 +373,34 @@ def test_a_store_outage_is_waited_out_in_place_with_locks_renewed(tmp_path: Path
         assert "retrying in" in host.log_text()
     with sqlite3.connect(tmp_path / "audit.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM audit_entries").fetchone() == (2,)
+
+
+def test_the_seal_timer_runs_inside_the_worker(tmp_path: Path) -> None:
+    """The timer function, invoked by the real worker library as the host invokes a timer."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.keys import KeyRing
+    from shared.pipeline import Pipeline
+    from shared.stores.sqlite import SqliteAuditStore, SqliteSealStore
+    from tests.entries import synthetic_message
+
+    key = "cd" * 32
+    env = sqlite_env(
+        tmp_path,
+        AUDIT_TRAIL_KEY=key,
+        AUDIT_SEAL_GRACE_MINUTES="0",
+        AUDIT_SEAL_SCHEDULE="0 * * * * *",
+    )
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3", ring=KeyRing.from_texts(key))
+    earlier = datetime.now(UTC) - timedelta(hours=2)
+    Pipeline(store, clock=lambda: earlier).handle([synthetic_message(n) for n in range(4)])
+    with FunctionsHost(env, tmp_path / "worker.log") as host:
+        host.index()
+        p = host.protos
+        timer = '{"Schedule":{"AdjustForDST":true},"ScheduleStatus":null,"IsPastDue":false}'
+        invocation = host.invoke(
+            "seal_trail", [p.ParameterBinding(name="timer", data=p.TypedData(json=timer))], {}
+        )
+    assert invocation.succeeded, invocation.exception
+    assert [r.count for r in SqliteSealStore(store).records()] == [4]
+    store.close()

@@ -39,6 +39,8 @@ NOT_IN_AZURE = {
     "SERVICEBUS_CONNECTION_STRING",
     "ServiceBusConnection",  # worker / development only
     "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",  # the worker's name for the Functions setting
+    "AUDIT_SEAL_CONNECTION_STRING",  # Azurite / development; Azure uses the identity
+    "AUDIT_TRAIL_PREVIOUS_KEYS",  # set by hand during a key rotation (docs/operations.md)
 }
 
 

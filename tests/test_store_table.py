@@ -73,10 +73,10 @@ def test_pipeline_dead_letters_only_the_entry_the_store_refuses(table, monkeypat
     refused = evaluate(messages[1]).entry.entry_id
     real = table_module.stored_form
 
-    def refuse_one(entry, document=None):
+    def refuse_one(entry, document=None, **keys):
         if entry.entry_id == refused:
             raise StoreRejected(entry.entry_id, "entry is too large (forced)")
-        return real(entry, document)
+        return real(entry, document, **keys)
 
     monkeypatch.setattr(table_module, "stored_form", refuse_one)
     outcomes = Pipeline(table).handle(messages)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.settings import Settings, StoreKind
 from shared.stores.base import AuditStore, Page, all_pages
+from shared.stores.seals import SealRecord, SealStore
 
 
 def build_store(settings: Settings, read_only: bool = False) -> AuditStore:
@@ -16,6 +17,7 @@ def build_store(settings: Settings, read_only: bool = False) -> AuditStore:
             settings.audit_sqlite_path,
             busy_timeout=settings.audit_sqlite_busy_timeout,
             read_only=read_only,
+            ring=settings.key_ring(),
         )
     if settings.audit_store is StoreKind.TABLE:
         from shared.stores.table import TableAuditStore
@@ -27,8 +29,61 @@ def build_store(settings: Settings, read_only: bool = False) -> AuditStore:
             endpoint=settings.audit_table_endpoint,
             create=not read_only,
             read_timeout=settings.audit_table_read_timeout,
+            ring=settings.key_ring(),
         )
     raise ValueError(f"unknown AUDIT_STORE {settings.audit_store!r}")  # pragma: no cover
 
 
-__all__ = ["AuditStore", "Page", "all_pages", "build_store"]
+def build_seal_store(settings: Settings, store: AuditStore) -> SealStore:
+    """Where the window seals of ``store`` live: its own SQLite file, or Blob Storage for the
+    table store (apart from the entries; WORM in Azure)."""
+    from shared.stores.sqlite import SqliteAuditStore, SqliteSealStore
+
+    if isinstance(store, SqliteAuditStore):
+        return SqliteSealStore(store)
+    from shared.stores.blob_seals import BlobSealStore
+
+    secret = settings.audit_seal_connection_string
+    return BlobSealStore(
+        settings.audit_seal_container,
+        connection_string=secret.get_secret_value() if secret else None,
+        endpoint=settings.audit_seal_endpoint,
+    )
+
+
+def seal_trail(settings: Settings, *, everything: bool = False) -> SealRecord | None:
+    """Seal the windows of the configured trail that closed (``everything``: all recorded so
+    far); None when nothing was due. ValueError without AUDIT_TRAIL_KEY."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.stores.seals import seal_windows
+
+    ring = settings.key_ring()
+    if ring is None:
+        raise ValueError(
+            "sealing needs the trail key: set AUDIT_TRAIL_KEY (64 hex characters; "
+            "AUDIT_TRAIL_PREVIOUS_KEYS for keys before a rotation)"
+        )
+    store = build_store(settings)
+    try:
+        return seal_windows(
+            store,
+            build_seal_store(settings, store),
+            ring,
+            datetime.now(UTC),
+            grace=timedelta(minutes=settings.audit_seal_grace_minutes),
+            everything=everything,
+        )
+    finally:
+        store.close()
+
+
+__all__ = [
+    "AuditStore",
+    "Page",
+    "SealStore",
+    "all_pages",
+    "build_seal_store",
+    "build_store",
+    "seal_trail",
+]

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from shared.audit import AuditEntry
+from shared.keys import KeyRing
+from shared.stores.seals import StoredRow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ class Page:
     entries: list[AuditEntry] = field(default_factory=list)
     continuation: str | None = None
     unreadable: list[Unreadable] = field(default_factory=list)
+    #: entries of this page (returned, not dropped) whose seal does not match (``column`` is
+    #: ``seal``): altered in the store, or sealed with a key not in the key ring
+    tampered: list[Unreadable] = field(default_factory=list)
 
 
 def conflicting(entries: Sequence[AuditEntry], held: Iterable[AuditEntry]) -> dict[str, AuditEntry]:
@@ -75,15 +80,23 @@ def conflicting(entries: Sequence[AuditEntry], held: Iterable[AuditEntry]) -> di
 
 
 def read_rows(
-    rows: Iterable[tuple[str, Callable[[], str]]],
-) -> tuple[list[AuditEntry], list[Unreadable]]:
-    """Parse each stored row (its entry id and a way to get its JSON); a row that fails is
-    reported by id and column, logged, and skipped."""
+    rows: Iterable[tuple[str, Callable[[], str], str | None]], ring: KeyRing | None = None
+) -> Page:
+    """Parse each stored row (its entry id, a way to get its JSON, the seal kept beside it);
+    a row that fails is reported by id and column, logged, and skipped. With a key ring, an
+    entry whose seal does not match is returned and reported (``tampered``), and logged."""
     entries: list[AuditEntry] = []
     unreadable: list[Unreadable] = []
-    for entry_id, document in rows:
+    tampered: list[Unreadable] = []
+    for entry_id, document, seal in rows:
         try:
-            entries.append(AuditEntry.model_validate_json(document()))
+            text = document()
+            entry = AuditEntry.model_validate_json(text)
+            entries.append(entry.model_copy(update={"seal": seal}) if seal else entry)
+            wrong = ring.check_document(text, seal) if ring is not None else None
+            if wrong is not None:
+                tampered.append(Unreadable(entry_id, "seal", wrong[1]))
+                log.error("audit entry %s does not match its seal: %s", entry_id, wrong[1])
         except ValidationError as exc:
             error = exc.errors()[0]
             column = ".".join(str(part) for part in error["loc"]) or "entry"
@@ -93,7 +106,7 @@ def read_rows(
         else:
             continue
         log.error("audit store row %s cannot be read: %s", entry_id, unreadable[-1])
-    return entries, unreadable
+    return Page(entries, None, unreadable, tampered)
 
 
 class AuditStore(Protocol):
@@ -138,6 +151,13 @@ class AuditStore(Protocol):
 
     def check_views(self, repair: bool = False) -> list[ViewProblem]:
         """Every read path against the entries; ``repair`` rebuilds what disagrees."""
+        ...
+
+    def scan(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> Iterator[StoredRow]:
+        """Every stored entry with ``start <= recorded_at < end`` as stored (document, seal,
+        the columns reads filter on), in no particular order, streamed."""
         ...
 
     def close(self) -> None:

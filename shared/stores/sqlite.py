@@ -18,6 +18,7 @@ from pathlib import Path
 
 from shared.audit import AuditEntry, iso_utc
 from shared.errors import ConflictingDuplicates, StoreUnavailable
+from shared.keys import KeyRing
 from shared.stores.base import (
     Page,
     ViewProblem,
@@ -27,6 +28,7 @@ from shared.stores.base import (
     normalize_id,
     read_rows,
 )
+from shared.stores.seals import SealRecord, StoredRow, parse_records
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_entries (
@@ -37,19 +39,38 @@ CREATE TABLE IF NOT EXISTS audit_entries (
     processsession_id    TEXT NOT NULL,
     operation_created_on TEXT NOT NULL,
     recorded_at          TEXT NOT NULL,
-    entry                TEXT NOT NULL
+    entry                TEXT NOT NULL,
+    seal                 TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_by_regarding
     ON audit_entries (regarding_id, operation_created_on, entry_id);
 CREATE INDEX IF NOT EXISTS audit_by_session
     ON audit_entries (processsession_id, operation_created_on, entry_id);
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entries (operation_created_on, entry_id);
+CREATE TABLE IF NOT EXISTS audit_seals (
+    window_end TEXT PRIMARY KEY,
+    record     TEXT NOT NULL
+);
+"""
+# Added after the first release: created on open, after a migration of older files.
+_LATER_SCHEMA = """
+CREATE INDEX IF NOT EXISTS audit_by_recorded ON audit_entries (recorded_at);
+CREATE TRIGGER IF NOT EXISTS audit_entries_append_only_update BEFORE UPDATE ON audit_entries
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_entries_append_only_delete BEFORE DELETE ON audit_entries
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_seals_append_only_update BEFORE UPDATE ON audit_seals
+BEGIN SELECT RAISE(ABORT, 'window seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_seals_append_only_delete BEFORE DELETE ON audit_seals
+BEGIN SELECT RAISE(ABORT, 'window seals are append-only'); END;
 """
 _ORDER = " ORDER BY operation_created_on, entry_id"
 
 
-def row_of(entry: AuditEntry) -> tuple[str | None, ...]:
-    """An entry as a row of ``audit_entries``, in column order."""
+def row_of(entry: AuditEntry, ring: KeyRing | None = None) -> tuple[str | None, ...]:
+    """An entry as a row of ``audit_entries``, in column order, sealed under ``ring``'s
+    current key when there is one."""
+    document = entry.json_text()
     return (
         entry.entry_id,
         entry.verdict.value,
@@ -58,7 +79,8 @@ def row_of(entry: AuditEntry) -> tuple[str | None, ...]:
         entry.processsession_id,
         iso_utc(entry.operation_created_on),
         iso_utc(entry.recorded_at),
-        entry.json_text(),
+        document,
+        ring.seal_document(document) if ring is not None else None,
     )
 
 
@@ -78,16 +100,25 @@ def _fix(exc: BaseException, path: Path) -> str:
     return ""
 
 
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
 class SqliteAuditStore:
     """AuditStore on one SQLite file (thread-safe: one connection behind a lock)."""
 
     def __init__(
-        self, path: Path | str, busy_timeout: float = 30.0, read_only: bool = False
+        self,
+        path: Path | str,
+        busy_timeout: float = 30.0,
+        read_only: bool = False,
+        ring: KeyRing | None = None,
     ) -> None:
         """Open (and create, with its folder and schema) the store; ``read_only`` opens an
         existing file for reading and never writes: no folder, no schema, no WAL switch, and
         it works on a read-only copy."""
         self.path = Path(path)
+        self.ring = ring
         self._lock = threading.Lock()
         try:
             if read_only:
@@ -101,6 +132,10 @@ class SqliteAuditStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(audit_entries)")}
+            if "seal" not in columns:  # a file written before entries were sealed
+                self._db.execute("ALTER TABLE audit_entries ADD COLUMN seal TEXT")
+            self._db.executescript(_LATER_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(
                 f"cannot open SQLite audit store {self.path}: {exc}{_fix(exc, self.path)}"
@@ -137,14 +172,14 @@ class SqliteAuditStore:
         """Store a batch in one transaction; existing entry_ids are left as they are."""
         if not entries:
             return 0
-        rows = [row_of(e) for e in entries]
+        rows = [row_of(e, self.ring) for e in entries]
         with self._guard("write") as db:
             before = db.total_changes
             db.execute("BEGIN IMMEDIATE")
             try:
                 held = self._held_versions(db, [e.entry_id for e in entries])
                 db.executemany(
-                    "INSERT OR IGNORE INTO audit_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                    "INSERT OR IGNORE INTO audit_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -161,17 +196,18 @@ class SqliteAuditStore:
     def _held_versions(db: sqlite3.Connection, entry_ids: list[str]) -> list[AuditEntry]:
         """The stored entries under those entry ids (a row that cannot be read is reported by
         ``read_rows`` and never compared)."""
-        rows: list[tuple[str, str]] = []
+        rows: list[tuple[str, str, str | None]] = []
         for start in range(0, len(entry_ids), 500):
             chunk = entry_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows += db.execute(
                 # only placeholders are formatted in; every value is a bound parameter
-                f"SELECT entry_id, entry FROM audit_entries WHERE entry_id IN ({marks})",  # noqa: S608
+                f"SELECT entry_id, entry, seal FROM audit_entries WHERE entry_id IN ({marks})",  # noqa: S608
                 chunk,
             ).fetchall()
-        held, _ = read_rows((entry_id, partial(str, entry)) for entry_id, entry in rows)
-        return held
+        return read_rows(
+            (entry_id, partial(str, entry), seal) for entry_id, entry, seal in rows
+        ).entries
 
     def _select(
         self, clauses: list[str], params: list[object], limit: int | None, continuation: str | None
@@ -185,7 +221,9 @@ class SqliteAuditStore:
             params.extend(str(p) for p in position)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         # the clauses are fixed text from this module; every value is a bound parameter
-        sql = f"SELECT operation_created_on, entry_id, entry FROM audit_entries {where}{_ORDER}"  # noqa: S608
+        sql = (
+            f"SELECT operation_created_on, entry_id, entry, seal FROM audit_entries {where}{_ORDER}"  # noqa: S608
+        )
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit + 1)  # one more tells whether another page exists
@@ -194,8 +232,8 @@ class SqliteAuditStore:
         more = limit is not None and len(rows) > limit
         rows = rows[:limit] if more else rows
         token = encode_continuation([rows[-1][0], rows[-1][1]]) if more else None
-        entries, unreadable = read_rows((row[1], partial(str, row[2])) for row in rows)
-        return Page(entries, token, unreadable)
+        page = read_rows(((row[1], partial(str, row[2]), row[3]) for row in rows), self.ring)
+        return Page(page.entries, token, page.unreadable, page.tampered)
 
     def by_regarding(
         self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None
@@ -235,6 +273,44 @@ class SqliteAuditStore:
         with self._guard("count") as db:
             return int(db.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0])
 
+    def scan(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> Iterator[StoredRow]:
+        """Every stored entry with ``start <= recorded_at < end``, a page at a time (memory
+        flat), for sealing and verifying."""
+        clauses, params = ["recorded_at > ?"], [""]
+        if start is not None:
+            params[0] = iso_utc(start)
+            clauses[0] = "recorded_at >= ?"
+        if end is not None:
+            clauses.append("recorded_at < ?")
+            params.append(iso_utc(end))
+        where = " AND ".join(clauses)
+        last = ""
+        while True:
+            with self._guard("scan") as db:
+                # a byte changed by hand may leave text that is not UTF-8: read it (with
+                # U+FFFD), so that verify reports the row instead of failing on it
+                db.text_factory = _lenient_text
+                try:
+                    page = db.execute(
+                        # fixed text from this method; every value is a bound parameter
+                        "SELECT entry_id, entry, seal, regarding_id, processsession_id, "  # noqa: S608
+                        "operation_created_on, recorded_at FROM audit_entries "
+                        f"WHERE {where} AND entry_id > ? ORDER BY entry_id LIMIT 500",
+                        [*params, last],
+                    ).fetchall()
+                finally:
+                    db.text_factory = str
+            for row in page:
+                names = ("regarding_id", "processsession_id", "operation_created_on")
+                columns = dict(zip(names, row[3:6], strict=True))
+                columns["recorded_at"] = row[6]
+                yield StoredRow(row[0], row[1], row[2], columns)
+            if len(page) < 500:
+                return
+            last = page[-1][0]
+
     def check_views(self, repair: bool = False) -> list[ViewProblem]:
         """The three reads are indexes of one table, kept by SQLite in the same transaction as
         the row: ``PRAGMA integrity_check`` proves them; ``repair`` rebuilds them (REINDEX)."""
@@ -248,3 +324,24 @@ class SqliteAuditStore:
         """Close the connection."""
         with self._lock:
             self._db.close()
+
+
+class SqliteSealStore:
+    """Window seals in the ``audit_seals`` table of the trail's own SQLite file (append-only
+    by trigger; anyone who can write the file can drop that, which ``verify`` then sees)."""
+
+    def __init__(self, store: SqliteAuditStore) -> None:
+        self.store = store
+
+    def records(self) -> list[SealRecord]:
+        with self.store._guard("read seals") as db:
+            rows = db.execute("SELECT window_end, record FROM audit_seals ORDER BY window_end")
+            return parse_records((str(end), str(record)) for end, record in rows.fetchall())
+
+    def add(self, record: SealRecord) -> bool:
+        with self.store._guard("write seal") as db:
+            before = db.total_changes
+            db.execute(
+                "INSERT OR IGNORE INTO audit_seals VALUES (?, ?)", (record.end, record.to_json())
+            )
+            return db.total_changes > before

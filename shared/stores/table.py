@@ -70,10 +70,10 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.audit import AuditEntry, iso_utc
 from shared.errors import ConflictingDuplicates, StoreRejected, StoreUnavailable
+from shared.keys import KeyRing
 from shared.settings import connection_string_value
 from shared.stores.base import (
     Page,
-    Unreadable,
     ViewProblem,
     conflicting,
     decode_continuation,
@@ -81,6 +81,7 @@ from shared.stores.base import (
     normalize_id,
     read_rows,
 )
+from shared.stores.seals import StoredRow
 
 #: The partition of the entry rows and of the regarding and session views.
 TRAIL = "t"
@@ -196,10 +197,18 @@ def _chunks(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
-def stored_form(entry: AuditEntry, document: str | None = None) -> Stored:
-    """The rows of one entry (see the module docstring); ``document`` is the JSON kept, by
-    default the entry's own (a held entry keeps the text it was stored with)."""
-    document = entry.json_text() if document is None else document
+def stored_form(
+    entry: AuditEntry,
+    document: str | None = None,
+    *,
+    ring: KeyRing | None = None,
+    seal: str | None = None,
+) -> Stored:
+    """The rows of one entry (see the module docstring): a new entry's document sealed under
+    ``ring``; a held one keeps the ``document`` and ``seal`` it was stored with."""
+    if document is None:
+        document = entry.json_text()
+        seal = ring.seal_document(document) if ring is not None else None
     digest = hashlib.sha256(document.encode()).hexdigest()
     summary: _Entity = {
         "entry_id": entry.entry_id,
@@ -209,7 +218,9 @@ def stored_form(entry: AuditEntry, document: str | None = None) -> Stored:
         "processsession_id": entry.processsession_id,
         "regarding_id": entry.regarding_id or "",
         "operation_created_on": entry.operation_created_on,
+        "recorded_at": entry.recorded_at,
         "digest": digest,
+        "seal": seal or "",
     }
     pk, rk = entry_key(entry.entry_id)
     if len(document) * 4 <= TEXT_BYTES or len(document.encode("utf-16-le")) <= TEXT_BYTES:
@@ -309,8 +320,10 @@ class TableAuditStore:
         endpoint: str | None = None,
         create: bool = True,
         read_timeout: float = 20.0,
+        ring: KeyRing | None = None,
         **client_options: Any,
     ) -> None:
+        self.ring = ring
         options: dict[str, Any] = {
             "connection_timeout": CONNECTION_TIMEOUT,
             "read_timeout": read_timeout,
@@ -363,7 +376,7 @@ class TableAuditStore:
         candidates: dict[str, Stored] = {}
         for entry in entries:  # the first of a batch's copies of one entry_id is its candidate
             if entry.entry_id not in candidates:
-                candidates[entry.entry_id] = stored_form(entry)
+                candidates[entry.entry_id] = stored_form(entry, ring=self.ring)
         units = [[*s.rows, *view_rows(s)[:2]] for s in candidates.values()]
         results = self._run_all([partial(self._commit, batch) for batch in _transactions(units)])
         created = sum(n for n, _, _ in results)
@@ -476,7 +489,7 @@ class TableAuditStore:
             raise _unavailable("read after a conflict", exc, self.endpoint) from exc
         document = self._document(row)
         entry = AuditEntry.model_validate_json(document)
-        return stored_form(entry, document)
+        return stored_form(entry, document, seal=str(row.get("seal") or "") or None)
 
     def _document(self, row: Any) -> str:
         """The JSON document a row carries or points at."""
@@ -497,10 +510,19 @@ class TableAuditStore:
             raise ValueError(f"{len(chunks)} of {row['doc_parts']} entry parts found")
         return _inflate(b"".join(chunk for _, chunk in chunks))
 
-    def _read(self, rows: Iterable[Any]) -> tuple[list[AuditEntry], list[Unreadable]]:
-        return read_rows(
-            (str(r.get("entry_id") or r.get("RowKey")), partial(self._document, r)) for r in rows
+    def _read(self, rows: Iterable[Any], continuation: str | None = None) -> Page:
+        page = read_rows(
+            (
+                (
+                    str(r.get("entry_id") or r.get("RowKey")),
+                    partial(self._document, r),
+                    r.get("seal"),
+                )
+                for r in rows
+            ),
+            self.ring,
         )
+        return Page(page.entries, continuation, page.unreadable, page.tampered)
 
     def _query(
         self,
@@ -514,8 +536,7 @@ class TableAuditStore:
                 rows: Iterable[Any] = self._table.query_entities(
                     query_filter, parameters=parameters
                 )
-                entries, unreadable = self._read(rows)
-                return Page(entries, None, unreadable)
+                return self._read(rows)
             token = decode_continuation(continuation) if continuation else None
             if token is not None and not isinstance(token, dict):
                 raise ValueError("invalid continuation token")
@@ -523,10 +544,10 @@ class TableAuditStore:
                 query_filter, parameters=parameters, results_per_page=limit
             ).by_page(continuation_token=token)  # type: ignore[arg-type]  # SDK takes its dict
             page: Iterable[Any] = next(pages, [])
-            entries, unreadable = self._read(page)
+            read = list(page)  # the SDK sets the next token once the page is read
             next_token = pages.continuation_token  # type: ignore[attr-defined]
             following = encode_continuation(next_token) if next_token else None
-            return Page(entries, following, unreadable)
+            return self._read(read, following)
         except AzureError as exc:
             raise _unavailable("read", exc, self.endpoint) from exc
 
@@ -581,6 +602,35 @@ class TableAuditStore:
                 select=select,
             )
         )
+
+    def scan(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> Iterator[StoredRow]:
+        """Every entry row with ``start <= recorded_at < end`` (filtered by the service), for
+        sealing and verifying; streamed page by page."""
+        query = "PartitionKey eq @pk and RowKey gt 'e|' and RowKey lt 'e}'"
+        parameters: dict[str, Any] = {"pk": TRAIL}
+        if start is not None:
+            query += " and recorded_at ge @start"
+            parameters["start"] = start
+        if end is not None:
+            query += " and recorded_at lt @end"
+            parameters["end"] = end
+        try:
+            for row in self._table.query_entities(query, parameters=parameters):
+                yield StoredRow(
+                    str(row.get("RowKey", ""))[2:],
+                    self._document(row),
+                    str(row.get("seal") or "") or None,
+                    {
+                        "regarding_id": str(row.get("regarding_id") or "") or None,
+                        "processsession_id": str(row.get("processsession_id") or ""),
+                        "operation_created_on": _stamp(row.get("operation_created_on")),
+                        "recorded_at": _stamp(row.get("recorded_at")),
+                    },
+                )
+        except AzureError as exc:
+            raise _unavailable("scan", exc, self.endpoint) from exc
 
     def count(self) -> int:
         """Entries committed (entry rows)."""
@@ -670,6 +720,10 @@ class _KeyProbe:
     regarding_id: str | None
     processsession_id: str
     operation_created_on: datetime
+
+
+def _stamp(value: Any) -> str | None:
+    return iso_utc(value) if isinstance(value, datetime) else None
 
 
 def _commit_rows_only(rows: list[_Entity]) -> list[_Entity]:
