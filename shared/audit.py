@@ -33,7 +33,7 @@ from shared.dataverse.model import (
     ascii_lower,
 )
 from shared.envelope import CLAIM_ORGANIZATION, InboundMessage
-from shared.rules import Judgement, first_image_holding
+from shared.rules import Judgement
 from shared.verdicts import Reason, Verdict
 
 ENTRY_NAMESPACE = UUID("6b1f0f5e-2d1c-5a7e-9c44-3a9d2f0e8b17")
@@ -222,12 +222,18 @@ def changes_of(
         return []
     primary_key = f"{ascii_lower(target.logical_name)}id"
     attributes, formatted = target.attributes, target.formatted_values
+    # the first pre-image holding each column, in one pass over the images (asking every
+    # image for every column is quadratic in a hostile body of many columns and images)
+    holders: dict[str, Entity] = {}
+    for image in context.pre_entity_images.values():
+        for name in image.attributes:
+            holders.setdefault(name, image)
     changes: list[dict[str, Any]] = []
     for column in sorted(attributes):
         lowered = column.lower()
         if lowered == primary_key:
             continue
-        pre = first_image_holding(context.pre_entity_images, column)
+        pre = holders.get(column)
         old = audit_value(pre.attributes[column], pre.formatted_values.get(column)) if pre else None
         new = audit_value(attributes[column], formatted.get(column))
         if lowered in redact:

@@ -110,7 +110,7 @@ def judge(context: RemoteExecutionContext, context_was_trimmed: bool = False) ->
 
 def first_image_holding(images: dict[str, Entity], column: str) -> Entity | None:
     """The first image (in message order, whatever its alias) that holds ``column``."""
-    for image in images.values():  # a plain loop: the entry asks this for every column
+    for image in images.values():
         if column in image.attributes:
             return image
     return None

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         description="AUDIT_TABLE_READ_TIMEOUT: seconds one Table Storage request may wait for "
         "an answer (connecting is bounded at 5 s); the store retry budget bounds the whole write",
     )
+    audit_page_chars: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="AUDIT_PAGE_CHARS: a page of the HTTP API (and of export) stops adding "
+        "entries once their JSON passes this many characters; the rest comes on the next page",
+    )
     audit_trail_key: SecretStr | None = Field(
         None,
         description="AUDIT_TRAIL_KEY: 64 hex characters (32 random bytes); each entry is sealed "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,11 @@ if TYPE_CHECKING:
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+_GUID = re.compile(
+    r"\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?",
+    re.ASCII,
+)
+_LIMIT = re.compile(r"[0-9]{1,4}", re.ASCII)
 
 
 class TrailView(StrEnum):
@@ -31,17 +37,19 @@ class NotFound(LookupError):
 
 def record_id(raw: str) -> str:
     """A record id as people give it (braces and any case allowed, as Dataverse shows them),
-    in the stores' form; BadRequest (a ValueError) names a text that is not a GUID."""
-    try:
-        return str(UUID(raw.strip().strip("{}")))
-    except ValueError as exc:
-        raise BadRequest(f"{raw!r} is not a GUID") from exc
+    in the stores' form; BadRequest (a ValueError) names a text that is not a GUID. ASCII
+    only: Python's UUID would also take other digits and a ``urn:uuid:`` prefix."""
+    if _GUID.fullmatch(raw.strip()) is None:
+        shown = raw if len(raw) <= 80 else raw[:80] + "…"
+        raise BadRequest(f"{shown!r} is not a GUID (8-4-4-4-12 hexadecimal digits)")
+    return str(UUID(raw.strip().strip("{}")))
 
 
 def _limit(raw: str | None) -> int:
+    """ASCII digits only, checked by length before any conversion."""
     if raw is None or raw == "":
         return DEFAULT_PAGE_SIZE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+    if _LIMIT.fullmatch(raw) is None or not 1 <= int(raw) <= MAX_PAGE_SIZE:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
     return int(raw)
 

@@ -12,6 +12,7 @@ after a failed invocation, and a real Service Bus namespace.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import sqlite3
 import threading
@@ -404,3 +405,66 @@ def test_the_seal_timer_runs_inside_the_worker(tmp_path: Path) -> None:
     assert invocation.succeeded, invocation.exception
     assert [r.count for r in SqliteSealStore(store).records()] == [4]
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "id_"),
+    [
+        ({"limit": "²"}, None),  # str.isdigit says yes, int() says no
+        ({"limit": "①"}, None),
+        ({"limit": "9" * 5000}, None),  # over int()'s digit limit
+        ({"limit": "\uff11\uff10"}, None),  # fullwidth digits: int() would take them
+        ({"continuation": base64.urlsafe_b64encode(b"[" * 100_000).decode()}, None),
+        ({"continuation": "A" * 100_000}, None),
+        ({}, "\uff11" * 8 + "-1234-1234-1234-123456789012"),  # fullwidth, as UUID() takes
+        ({}, "urn:uuid:12345678-1234-1234-1234-123456789012"),
+    ],
+)
+def test_hostile_query_parameters_are_a_400_through_the_runtime(
+    host: FunctionsHost, query: dict[str, str], id_: str | None
+) -> None:
+    known = "12345678-1234-1234-1234-123456789012"
+    status, _, body = host.http(
+        "bankaccount_audit",
+        "http://localhost/api/bankaccounts/x/audit",
+        params={"id": id_ or known},
+        query=query,
+    )
+    assert status == 400, body
+    assert len(body["error"]) < 300
+
+
+def test_a_page_of_huge_entries_is_cut_by_characters_not_only_by_count(tmp_path: Path) -> None:
+    """Entries with 250,000-character names: a page of limit=1000 holds what fits in
+    AUDIT_PAGE_CHARS (at least one entry, whole), and the continuation brings the rest."""
+    from shared.stores.sqlite import SqliteAuditStore
+    from tests.entries import make_entry
+
+    bank = "8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22"
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    store.write(
+        [make_entry(n, regarding=bank, processsession_name=str(n) * 250_000) for n in range(1, 7)]
+    )
+    store.close()
+    env = sqlite_env(tmp_path, AUDIT_PAGE_CHARS=str(600_000))
+    seen: list[str] = []
+    pages = 0
+    with FunctionsHost(env, tmp_path / "worker.log") as host:
+        host.index()
+        query = {"limit": "1000"}
+        while True:
+            status, _, body = host.http(
+                "bankaccount_audit",
+                "http://localhost/api/bankaccounts/x/audit",
+                params={"id": bank},
+                query=query,
+            )
+            assert status == 200
+            pages += 1
+            assert 1 <= len(body["entries"]) <= 2  # 250,000 characters each, 600,000 a page
+            seen += [e["processsession_name"][:1] for e in body["entries"]]
+            if body["continuation"] is None:
+                break
+            query = {"limit": "1000", "continuation": body["continuation"]}
+    assert seen == ["1", "2", "3", "4", "5", "6"]
+    assert pages >= 3

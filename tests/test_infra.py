@@ -41,6 +41,7 @@ NOT_IN_AZURE = {
     "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",  # the worker's name for the Functions setting
     "AUDIT_SEAL_CONNECTION_STRING",  # Azurite / development; Azure uses the identity
     "AUDIT_TRAIL_PREVIOUS_KEYS",  # set by hand during a key rotation (docs/operations.md)
+    "AUDIT_PAGE_CHARS",  # the default fits the instance's memory
 }
 
 

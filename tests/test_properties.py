@@ -99,11 +99,19 @@ def test_nesting_depth_matches_the_structure(value):
 
 
 @given(
-    st.text(alphabet='[]{}"\\x', max_size=60),
+    st.text(alphabet="[]{}x ", max_size=80),
     st.integers(min_value=0, max_value=12),
 )
-def test_the_depth_bound_agrees_with_the_exact_depth(text, limit):
-    """The fast path's early-exit bound says "too deep" exactly when the exact scan does,
-    on any mix of brackets, quotes and escapes, balanced or not."""
+def test_the_depth_is_the_deepest_running_count_of_brackets(text, limit):
+    """On any mix of brackets, balanced or not: a closer with nothing open is ignored, an
+    opener never closed counts, and the answer is capped at limit + 1 (the scan stops there)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
     unescaped = _QUOTING_ESCAPES.sub(b"", text.encode())
-    assert _deeper_than(unescaped, limit) == (_depth(unescaped, limit) > limit)
+    assert _depth(unescaped, limit) == min(deepest, limit + 1)
+    assert _deeper_than(unescaped, limit) == (deepest > limit)

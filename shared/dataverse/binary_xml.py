@@ -19,6 +19,7 @@ before it is expanded. Every failure is one ``MalformedMessage`` (``malformed_bi
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import uuid
 from collections.abc import Callable
@@ -306,6 +307,10 @@ def _text(reader: _Reader, record: int, offset: int) -> str:
 
 
 _PREFIXES = tuple(chr(ord("a") + n) for n in range(26))
+#: Text records of one byte (ZeroText, OneText, FalseText, TrueText; not their
+#: WithEndElement forms) and the text each stands for.
+_ONE_BYTE_TEXT = {0x80: "0", 0x82: "1", 0x84: "false", 0x86: "true"}
+_ONE_BYTE_RUN = re.compile(rb"[\x80\x82\x84\x86]+")
 #: Resolved tags a parse remembers; a hostile body with endless names stops adding there.
 _MAX_CACHED_TAGS = 1024
 
@@ -320,10 +325,19 @@ class _Builder:
         self.elements = 0
         self.root: Element | None = None
         self.closed = False
-        #: Open elements with the namespace scope in force inside each.
-        self.stack: list[tuple[Element, dict[str, str]]] = []
+        #: The namespace scope in force: one dict changed in place as elements open and close
+        #: (each open element keeps what its declarations replaced), so that neither a copy
+        #: per element nor a chain walked per lookup grows with a hostile body.
+        self.scope: dict[str, str] = {"xml": XML_NAMESPACE}
+        #: Open elements, each with the prefixes it declared and what they had meant before.
+        self.stack: list[tuple[Element, list[tuple[str, str | None]] | None]] = []
         #: Element tags by (prefix, namespace, name): a real context repeats a few dozen.
         self.tags: dict[tuple[str, str | None, str], str] = {}
+        #: Text records in a row are gathered and joined once (appending each to the element
+        #: would copy the text so far every time: quadratic in a run of one-byte records).
+        self.text_target: Element | None = None
+        self.text_is_tail = False
+        self.text_parts: list[str] = []
 
     def build(self) -> Element:
         reader = self.reader
@@ -345,6 +359,10 @@ class _Builder:
                 reader.string()  # a comment: not part of the infoset the walk reads
             elif record == 0x03:
                 self._array(offset)
+            elif record in _ONE_BYTE_TEXT:  # a run of them is read at once: linear, not per record
+                end = _ONE_BYTE_RUN.match(data, offset).end()  # type: ignore[union-attr]
+                self._add_text("".join(map(_ONE_BYTE_TEXT.__getitem__, data[offset:end])), offset)
+                reader.pos = end
             elif 0x80 <= record <= 0xBD:
                 self._add_text(_text(reader, record & ~1, offset), offset)
                 if record & 1:  # the WithEndElement form
@@ -353,6 +371,7 @@ class _Builder:
                 _refuse(offset, f"attribute record 0x{record:02X} outside an element start")
             else:
                 _refuse(offset, f"reserved record type 0x{record:02X}")
+        self._flush_text()
         if self.stack:
             _refuse(reader.pos, f"binary XML ends with {len(self.stack)} element(s) open")
         if self.root is None:
@@ -408,14 +427,18 @@ class _Builder:
         self.elements += 1
         if self.elements > self.max_elements:
             _refuse(offset, f"more than {self.max_elements:,} elements")
+        if self.text_target is not None:
+            self._flush_text()
         reader = self.reader
         if reader.pos < reader.size and 0x04 <= reader.data[reader.pos] <= 0x3F:
             declared, attributes = self._attributes()
         else:
             declared, attributes = {}, []
-        scope = self.stack[-1][1] if self.stack else {"xml": XML_NAMESPACE}
+        scope = self.scope
+        replaced = None
         if declared:
-            scope = {**scope, **declared}
+            replaced = [(prefix, scope.get(prefix)) for prefix in declared]
+            scope.update(declared)
         attrib: dict[str, str] = {}
         for attr_prefix, attr_name, value, attr_offset in attributes:
             key = self._qualified(scope, attr_prefix, attr_name, attr_offset, attribute=True)
@@ -432,7 +455,7 @@ class _Builder:
             element = SubElement(self.stack[-1][0], tag, attrib)
         else:
             element = self.root = Element(tag, attrib)
-        self.stack.append((element, scope))
+        self.stack.append((element, replaced))
         return element
 
     @staticmethod
@@ -457,19 +480,39 @@ class _Builder:
     def _end(self, offset: int) -> None:
         if not self.stack:
             _refuse(offset, "end of an element that is not open")
-        self.stack.pop()
+        if self.text_target is not None:
+            self._flush_text()
+        _, replaced = self.stack.pop()
+        if replaced:  # the element's declarations go out of scope
+            for prefix, meaning in replaced:
+                if meaning is None:
+                    del self.scope[prefix]
+                else:
+                    self.scope[prefix] = meaning
         if not self.stack:
             self.closed = True
 
     def _add_text(self, text: str, offset: int) -> None:
+        """Text goes to the open element's text, or after its last child (that child's tail);
+        it is gathered here and set once the run of text records ends."""
         if not self.stack:
             _refuse(offset, "text outside the root element")
         element = self.stack[-1][0]
-        if len(element):
-            last = element[-1]
-            last.tail = (last.tail or "") + text
-        else:
-            element.text = (element.text or "") + text
+        target = element[-1] if len(element) else element
+        if target is not self.text_target:
+            self._flush_text()
+            self.text_target, self.text_is_tail = target, target is not element
+        self.text_parts.append(text)
+
+    def _flush_text(self) -> None:
+        target = self.text_target
+        if target is not None:
+            text = "".join(self.text_parts)
+            if self.text_is_tail:
+                target.tail = (target.tail or "") + text
+            else:
+                target.text = (target.text or "") + text
+            self.text_target, self.text_parts = None, []
 
     def _array(self, offset: int) -> None:
         """Array: an element start with its attributes, EndElement, an item type, a count and

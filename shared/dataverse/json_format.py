@@ -70,6 +70,10 @@ def nesting_depth(body: bytes, limit: int = 1000) -> int:
     return _depth(_QUOTING_ESCAPES.sub(b"", body), limit)
 
 
+_BRACKET_RUNS = re.compile(rb"[\[{]+|[\]}]+")
+_OPENERS = frozenset(b"[{")
+
+
 def _skeleton(unescaped: bytes) -> bytes:
     """The brackets of a body outside its strings (escaped backslashes and quotes dropped)."""
     quoted = unescaped.translate(None, _NOT_STRUCTURE)
@@ -79,51 +83,37 @@ def _skeleton(unescaped: bytes) -> bytes:
     return skeleton
 
 
-def _peel(skeleton: bytes) -> bytes:
-    """One level off: every innermost pair is marked first, so a pair that only becomes
-    innermost within this pass waits for the next one."""
-    return skeleton.replace(b"[]", b".").replace(b"{}", b".").replace(b".", b"")
+def _running_depth(skeleton: bytes, limit: int) -> int:
+    """The deepest the brackets of ``skeleton`` nest (a closer with nothing open is ignored,
+    an opener never closed still counts), capped at ``limit + 1``.
 
-
-def _openers(skeleton: bytes) -> int:
-    return skeleton.count(b"[") + skeleton.count(b"{")
+    One pass over runs of openers and of closers, found by a C regex: a real body has a few
+    hundred runs; a hostile one at most one per bracket, and work stays linear in the body
+    (peeling innermost pairs level by level, as before, was linear only per level).
+    """
+    depth = deepest = 0
+    for run in _BRACKET_RUNS.findall(skeleton):
+        if run[0] in _OPENERS:
+            depth += len(run)
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return limit + 1
+        else:
+            depth = max(0, depth - len(run))
+    return deepest
 
 
 def _depth(unescaped: bytes, limit: int) -> int:
-    """``nesting_depth`` of a body whose escaped backslashes and quotes are already dropped.
-
-    All in C-speed bytes operations: keep only quotes and brackets, drop string literals, then
-    peel innermost ``[]``/``{}`` pairs one level per pass. Openers left unclosed (a truncated
-    or hostile body) count as depth too.
-    """
-    skeleton = _skeleton(unescaped)
-    depth = 0
-    while depth <= limit:
-        peeled = _peel(skeleton)
-        if len(peeled) == len(skeleton):
-            break
-        skeleton = peeled
-        depth += 1
-    if depth > limit:
-        return limit + 1
-    return min(limit + 1, depth + _openers(skeleton))
+    """``nesting_depth`` of a body whose escaped backslashes and quotes are already dropped:
+    keep only quotes and brackets, drop string literals (C-speed bytes operations), then
+    follow the runs of brackets."""
+    return _running_depth(_skeleton(unescaped), limit)
 
 
 def _deeper_than(unescaped: bytes, limit: int) -> bool:
-    """``_depth(unescaped, limit) > limit``, usually in a few passes: the depth is at most the
-    levels peeled so far plus the openers left, so peeling stops once that is within the limit.
-    """
-    skeleton = _skeleton(unescaped)
-    peeled_levels = 0
-    while peeled_levels + _openers(skeleton) > limit:
-        peeled = _peel(skeleton)
-        if len(peeled) == len(skeleton):  # only unclosed openers left: each is a level
-            return True
-        skeleton = peeled
-        peeled_levels += 1
-        if peeled_levels > limit:  # at most limit + 1 passes, however deep the body
-            return True
-    return False
+    """``_depth(unescaped, limit) > limit``."""
+    return _depth(unescaped, limit) > limit
 
 
 def _reject_constant(name: str) -> NoReturn:

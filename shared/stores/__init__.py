@@ -18,6 +18,7 @@ def build_store(settings: Settings, read_only: bool = False) -> AuditStore:
             busy_timeout=settings.audit_sqlite_busy_timeout,
             read_only=read_only,
             ring=settings.key_ring(),
+            page_chars=settings.audit_page_chars,
         )
     if settings.audit_store is StoreKind.TABLE:
         from shared.stores.table import TableAuditStore
@@ -30,6 +31,7 @@ def build_store(settings: Settings, read_only: bool = False) -> AuditStore:
             create=not read_only,
             read_timeout=settings.audit_table_read_timeout,
             ring=settings.key_ring(),
+            page_chars=settings.audit_page_chars,
         )
     raise ValueError(f"unknown AUDIT_STORE {settings.audit_store!r}")  # pragma: no cover
 

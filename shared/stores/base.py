@@ -115,7 +115,9 @@ class AuditStore(Protocol):
     ``write`` stores a batch durably before it returns, or raises: ``StoreUnavailable`` (retry
     later; what was stored stays stored) or ``StoreRejected`` (one entry can never be stored).
     Rewriting an existing ``entry_id`` is a success that changes nothing. Reads return entries
-    ordered by ``operation_created_on``, then ``entry_id``; ``limit=None`` reads everything.
+    ordered by ``operation_created_on``, then ``entry_id``; ``limit=None`` reads everything,
+    a paged read returns at most ``limit`` entries and at most about ``DEFAULT_PAGE_CHARS`` of
+    their JSON (at least one entry).
     """
 
     def write(self, entries: Sequence[AuditEntry]) -> int:
@@ -176,12 +178,22 @@ def encode_continuation(position: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: A paged read (``limit`` set) stops adding entries once their JSON passes this many
+#: characters, and continues on the next page; one entry larger than that still comes whole.
+DEFAULT_PAGE_CHARS = 4 * 1024 * 1024
+#: A token this service makes is a few hundred characters; anything longer is not one.
+MAX_TOKEN_CHARS = 2048
+
+
 def decode_continuation(token: str) -> Any:
-    """The position inside a token; ValueError when it was not made by this service."""
+    """The position inside a token; ValueError when it was not made by this service (bounded:
+    a long or deeply nested token is refused before or while it is parsed)."""
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        raise ValueError("invalid continuation token")
     try:
         padded = token + "=" * (-len(token) % 4)
         return json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error) as exc:
+    except (ValueError, binascii.Error, RecursionError) as exc:
         raise ValueError("invalid continuation token") from exc
 
 

@@ -20,6 +20,7 @@ from shared.audit import AuditEntry, iso_utc
 from shared.errors import ConflictingDuplicates, StoreUnavailable
 from shared.keys import KeyRing
 from shared.stores.base import (
+    DEFAULT_PAGE_CHARS,
     Page,
     ViewProblem,
     conflicting,
@@ -113,12 +114,14 @@ class SqliteAuditStore:
         busy_timeout: float = 30.0,
         read_only: bool = False,
         ring: KeyRing | None = None,
+        page_chars: int = DEFAULT_PAGE_CHARS,
     ) -> None:
         """Open (and create, with its folder and schema) the store; ``read_only`` opens an
         existing file for reading and never writes: no folder, no schema, no WAL switch, and
         it works on a read-only copy."""
         self.path = Path(path)
         self.ring = ring
+        self.page_chars = page_chars
         self._lock = threading.Lock()
         try:
             if read_only:
@@ -227,10 +230,17 @@ class SqliteAuditStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit + 1)  # one more tells whether another page exists
+        rows: list[tuple[str, str, str, str | None]] = []
+        more, size = False, 0
         with self._guard("read") as db:
-            rows = db.execute(sql, params).fetchall()
-        more = limit is not None and len(rows) > limit
-        rows = rows[:limit] if more else rows
+            for row in db.execute(sql, params):  # stepped row by row: the budget bounds memory
+                if limit is not None and (
+                    len(rows) == limit or (rows and size + len(row[2]) > self.page_chars)
+                ):
+                    more = True
+                    break
+                rows.append(row)
+                size += len(row[2])
         token = encode_continuation([rows[-1][0], rows[-1][1]]) if more else None
         page = read_rows(((row[1], partial(str, row[2]), row[3]) for row in rows), self.ring)
         return Page(page.entries, token, page.unreadable, page.tampered)

@@ -73,6 +73,7 @@ from shared.errors import ConflictingDuplicates, StoreRejected, StoreUnavailable
 from shared.keys import KeyRing
 from shared.settings import connection_string_value
 from shared.stores.base import (
+    DEFAULT_PAGE_CHARS,
     Page,
     ViewProblem,
     conflicting,
@@ -221,6 +222,7 @@ def stored_form(
         "recorded_at": entry.recorded_at,
         "digest": digest,
         "seal": seal or "",
+        "doc_chars": len(document),
     }
     pk, rk = entry_key(entry.entry_id)
     if len(document) * 4 <= TEXT_BYTES or len(document.encode("utf-16-le")) <= TEXT_BYTES:
@@ -321,9 +323,11 @@ class TableAuditStore:
         create: bool = True,
         read_timeout: float = 20.0,
         ring: KeyRing | None = None,
+        page_chars: int = DEFAULT_PAGE_CHARS,
         **client_options: Any,
     ) -> None:
         self.ring = ring
+        self.page_chars = page_chars
         options: dict[str, Any] = {
             "connection_timeout": CONNECTION_TIMEOUT,
             "read_timeout": read_timeout,
@@ -540,12 +544,29 @@ class TableAuditStore:
             token = decode_continuation(continuation) if continuation else None
             if token is not None and not isinstance(token, dict):
                 raise ValueError("invalid continuation token")
+            after = token.pop("after", None) if token else None
+            if after is not None:  # our own position: after a page cut short by its size
+                if not (isinstance(after, list) and len(after) == 2):
+                    raise ValueError("invalid continuation token")
+                query_filter = (  # the SDK finds @names between spaces only
+                    f"( {query_filter} ) and ( PartitionKey gt @after_pk or "
+                    "( PartitionKey eq @after_pk and RowKey gt @after_rk ) )"
+                )
+                parameters = {**parameters, "after_pk": str(after[0]), "after_rk": str(after[1])}
             pages = self._table.query_entities(
                 query_filter, parameters=parameters, results_per_page=limit
-            ).by_page(continuation_token=token)  # type: ignore[arg-type]  # SDK takes its dict
+            ).by_page(continuation_token=token or None)  # type: ignore[arg-type]  # its dict
             page: Iterable[Any] = next(pages, [])
             read = list(page)  # the SDK sets the next token once the page is read
             next_token = pages.continuation_token  # type: ignore[attr-defined]
+            size = 0
+            for index, row in enumerate(read):  # the page's character budget, as in SQLite
+                size += _document_size(row)
+                if index and size > self.page_chars:
+                    last = read[index - 1]
+                    next_token = {"after": [last["PartitionKey"], last["RowKey"]]}
+                    read = read[:index]
+                    break
             following = encode_continuation(next_token) if next_token else None
             return self._read(read, following)
         except AzureError as exc:
@@ -720,6 +741,12 @@ class _KeyProbe:
     regarding_id: str | None
     processsession_id: str
     operation_created_on: datetime
+
+
+def _document_size(row: Any) -> int:
+    """How many characters of JSON a row carries or points at (compressed or not)."""
+    size = row.get("doc_chars")
+    return int(size) if isinstance(size, int) else len(str(row.get("doc", "")))
 
 
 def _stamp(value: Any) -> str | None:
