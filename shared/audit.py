@@ -265,7 +265,7 @@ def build_entry(
     reference = regarding.value if regarding else None
     organization_id = str(context.organization_id)
     operation_id = str(context.operation_id)
-    session_id = str(context.primary_entity_id)
+    session_id = str(context.record_id)
     session_name = _session_name(context)
     return AuditEntry(
         entry_id=entry_id_of(organization_id, operation_id, session_id, context.message_name),

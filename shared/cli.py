@@ -32,6 +32,7 @@ from shared.console import (
     dead_letter_table,
     entries_table,
     escape_controls,
+    json_line,
     outcomes_table,
     plain,
     summary,
@@ -109,13 +110,15 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
         message = InboundMessage(**{**_fields(message), "content_type": args.content_type})
     decision = evaluate(message, Policy.from_settings(settings))
     print(
-        json.dumps(
-            {
-                "verdict": decision.verdict.value,
-                "reason": decision.reason.value if decision.reason else None,
-                "entry": decision.entry.to_json_dict() if decision.entry else None,
-            },
-            ensure_ascii=False,
+        json_line(
+            json.dumps(
+                {
+                    "verdict": decision.verdict.value,
+                    "reason": decision.reason.value if decision.reason else None,
+                    "entry": decision.entry.to_json_dict() if decision.entry else None,
+                },
+                ensure_ascii=False,
+            )
         )
     )
     if decision.verdict is Verdict.MALFORMED and decision.description:
@@ -183,7 +186,7 @@ def write_jsonl(entries: Iterable[AuditEntry], out: TextIO) -> int:
     """One JSON entry per line; returns how many were written."""
     count = 0
     for entry in entries:
-        out.write(entry.json_text() + "\n")
+        out.write(json_line(entry.json_text()) + "\n")
         count += 1
     return count
 

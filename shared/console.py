@@ -33,9 +33,23 @@ _SETTLED = {
 }
 
 
-#: C0 and C1 controls and DEL (tab and newline kept), and the bidirectional overrides that can
-#: make a terminal show text other than what it holds.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: C0 and C1 controls and DEL (tab and newline kept), the line and paragraph separators that
+#: break a table row, and the bidirectional controls that can make a terminal show text other
+#: than what it holds.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+#: What JSON output writes as a \u escape although JSON allows it raw: the same characters
+#: outside C0 (which every JSON writer escapes already). Lossless: it parses back the same.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: A table cell shows at most this many characters of a value, then says what it left out.
+CELL_CHARS = 300
+
+
+def json_line(text: str) -> str:
+    """A JSON text with every terminal-unsafe character written as a ``\\uXXXX`` escape (they
+    can only stand inside strings, where the escape means the same character)."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def escape_controls(value: object) -> str:
@@ -43,16 +57,25 @@ def escape_controls(value: object) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
 
 
-def plain(value: object) -> Text:
-    """A table cell or line from data: no markup interpretation, controls escaped."""
-    return Text(escape_controls(value))
+def cut(text: str, limit: int = CELL_CHARS) -> str:
+    """At most ``limit`` characters of ``text``, with a marker saying how many were left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters]"
+
+
+def plain(value: object, limit: int | None = CELL_CHARS) -> Text:
+    """A table cell or line from data: no markup interpretation, controls escaped, cut to
+    ``limit`` characters (None: whole)."""
+    text = str(value)
+    return Text(escape_controls(cut(text, limit) if limit is not None else text))
 
 
 class PlainRichHandler(RichHandler):
     """Log lines as plain text: a message may quote data (a description, a name)."""
 
     def render_message(self, record: logging.LogRecord, message: str) -> Text:
-        return plain(message)
+        return plain(message, None)
 
 
 def console(stderr: bool = False) -> Console:

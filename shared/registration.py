@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
@@ -100,6 +101,32 @@ class Report:
     unchanged: list[str] = field(default_factory=list)
 
 
+_ERROR_CODE = re.compile(r"0x[0-9A-Fa-f]{8}")
+_PRIVILEGE = re.compile(r"\bprv[A-Z][A-Za-z]{2,60}\b")
+
+
+def _safe_parts(response: requests.Response, key: str) -> tuple[str, list[str]]:
+    """From an error answer: Dataverse's error code (``0x80040220``) and the privilege names
+    it mentions (letters only, and never a piece of ``key``)."""
+    try:
+        error = response.json().get("error", {})
+        code, message = str(error.get("code", "")), str(error.get("message", ""))
+    except (ValueError, AttributeError):
+        return "", []
+    found = _ERROR_CODE.fullmatch(code)
+    privileges = {p for p in _PRIVILEGE.findall(message) if p not in key}
+    return (found.group() if found else ""), sorted(privileges)[:5]
+
+
+def mask_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for messages and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
 class WebApi:
     """A small Dataverse Web API client: OData headers, bearer token, JSON."""
 
@@ -110,6 +137,8 @@ class WebApi:
         session: requests.Session | None = None,
     ) -> None:
         self.base = f"{environment_url.rstrip('/')}/{API}"
+        #: the base for messages: a user:password@ in the URL is never printed
+        self.shown = mask_userinfo(self.base)
         self.token = token
         self.session = session or requests.Session()
 
@@ -135,20 +164,28 @@ class WebApi:
             )
         except requests.RequestException as exc:
             raise RegistrationError(
-                f"{method} {self.base} failed: {type(exc).__name__} (no answer: check the "
+                f"{method} {self.shown} failed: {type(exc).__name__} (no answer: check the "
                 "environment URL and that this machine can reach it)"
             ) from None
         if response.status_code >= 400:
+            if body is not None and "saskey" in body:
+                # A Web API may echo the request back, escaped in ways no search can undo
+                # (JSON \/ or \u002B, HTML entities, cut short): print none of its text, only
+                # the error code and the privileges it names (fixed words, never the key).
+                code, privileges = _safe_parts(response, str(body["saskey"]))
+                said = f" {code}" if code else ""
+                said += f"; missing privilege {', '.join(privileges)}" if privileges else ""
+                raise RegistrationError(
+                    f"{method} {path} failed: HTTP {response.status_code}{said} (the rest of "
+                    "the answer is not shown: the request carried the SAS key, which it may "
+                    "echo)"
+                )
             try:
                 detail = response.json().get("error", {}).get("message", response.text)
             except ValueError:
                 detail = response.text
-            secret = (body or {}).get("saskey")
-            text = str(detail)
-            if secret:  # a Web API that echoes the request must not print the key
-                text = text.replace(str(secret), REDACTED)
             raise RegistrationError(
-                f"{method} {path} failed: HTTP {response.status_code}: {text[:300]}"
+                f"{method} {path} failed: HTTP {response.status_code}: {str(detail)[:300]}"
             )
         return response.json() if response.content else None
 
@@ -170,6 +207,7 @@ class PlanApi:
 
     def __init__(self, environment_url: str) -> None:
         self.base = f"{environment_url.rstrip('/')}/{API}"
+        self.shown = mask_userinfo(self.base)
 
     def find(self, entity_set: str, odata_filter: str, select: str) -> list[dict[str, Any]]:
         if entity_set in self._ALWAYS_THERE:
@@ -324,7 +362,7 @@ class Registrar:
         return str(row[key])
 
     def _write(self, method: str, path: str, body: dict[str, Any], key: str, label: str) -> str:
-        request = Request(method, f"{self.api.base}/{path}", body)
+        request = Request(method, f"{self.api.shown}/{path}", body)
         self.report.writes.append(request)
         if self.dry_run:
             log.info("dry run: would %s", request.show().splitlines()[0])

@@ -710,6 +710,15 @@ def binary_xml() -> Iterator[Case]:
     yield Case("msbin1-upper-case", BINARY_BODY, "Application/MSBin1", Verdict.ACCEPTED)
 
 
+def _other_table(d: dict[str, Any], table: str = "account", images: bool = True) -> None:
+    """An event of another table: the primary name, the Target and (unless not) the images."""
+    d.update(PrimaryEntityName=table)
+    target_of(d).update(LogicalName=table)
+    for member in ("PreEntityImages", "PostEntityImages"):
+        for pair in d.get(member) or [] if images else []:
+            pair["value"]["LogicalName"] = table
+
+
 def verdict_edges() -> Iterator[Case]:
     """Well-formed messages at the rules' edges."""
     yield Case(
@@ -739,17 +748,12 @@ def verdict_edges() -> Iterator[Case]:
         Verdict.REJECTED,
         Reason.REGARDING_CLEARED,
     )
-    yield Case(
-        "other-table",
-        _edit(
-            lambda d: (
-                d.update(PrimaryEntityName="account"),
-                target_of(d).update(LogicalName="account"),
-            )
-        ),
-        JSON,
-        Verdict.IGNORED,
-        Reason.NOT_PROCESSSESSION,
+
+    yield Case("other-table", _edit(_other_table), JSON, Verdict.IGNORED, Reason.NOT_PROCESSSESSION)
+    yield _malformed(  # 2026-12-02: an image is always of the primary table
+        "image-of-another-table",
+        _edit(lambda d: _other_table(d, images=False)),
+        Reason.SCHEMA_VIOLATION,
     )
     yield _malformed(
         "target-table-differs-from-primary",
@@ -782,12 +786,7 @@ def verdict_edges() -> Iterator[Case]:
     )
     yield Case(
         "primary-entity-dotless-i",
-        _edit(
-            lambda d: (
-                d.update(PrimaryEntityName="processsess\u0130on"),
-                target_of(d).update(LogicalName="processsess\u0130on"),
-            )
-        ),
+        _edit(lambda d: _other_table(d, "processsess\u0130on")),
         JSON,
         Verdict.IGNORED,
         Reason.NOT_PROCESSSESSION,
@@ -808,6 +807,95 @@ def verdict_edges() -> Iterator[Case]:
     )
 
 
+SESSION_JSON = "1b9e7c4d-2a3f-ef11-9f89-000d3a5c2b71"
+SESSION_XML = "44f6b8da-2c3f-ef11-9f89-000d3a5c2b71"
+NIL = "00000000-0000-0000-0000-000000000000"
+
+
+def wire_strictness() -> Iterator[Case]:
+    """What .NET's serializers refuse, refused (issue 23; DESIGN.md 2026-12-02)."""
+    yield _malformed(
+        "operationcreatedon-a-number",
+        _with_member("OperationCreatedOn", 1733212706741),
+        Reason.SCHEMA_VIOLATION,
+    )
+    yield _malformed(
+        "operationcreatedon-iso-text",
+        _with_member("OperationCreatedOn", "2024-12-03T07:58:26Z"),
+        Reason.SCHEMA_VIOLATION,
+    )
+    for label, guid in (
+        ("urn", f"urn:uuid:{SESSION_JSON}"),
+        (
+            "hyphens-moved",
+            SESSION_JSON.replace("-", "")[:10] + "-" + SESSION_JSON.replace("-", "")[10:],
+        ),
+        ("fullwidth-digit", "\uff11" + SESSION_JSON[1:]),
+        ("braces-and-parens", "{(" + SESSION_JSON + ")}"),
+        ("uuid-prefix", f"uuid:{SESSION_JSON}"),
+    ):
+        yield _malformed(
+            f"guid-{label}", _with_member("OrganizationId", guid), Reason.SCHEMA_VIOLATION
+        )
+        yield _malformed(
+            f"xml-guid-{label}",
+            _swap_text(
+                XML_BODY.decode(),
+                "<OrganizationId>7a2c31f5-8b1e-ef11-9f89-000d3a5c2b71<",
+                f"<OrganizationId>{guid}<",
+            ),
+            Reason.SCHEMA_VIOLATION,
+            XML,
+        )
+    compact = "7a2c31f58b1eef119f89000d3a5c2b71"
+    for label, guid in (
+        ("n", compact),
+        ("b", "{7a2c31f5-8b1e-ef11-9f89-000d3a5c2b71}"),
+        ("p", "(7A2C31F5-8B1E-EF11-9F89-000D3A5C2B71)"),
+    ):
+        yield Case(
+            f"guid-form-{label}", _with_member("OrganizationId", guid), JSON, Verdict.ACCEPTED
+        )
+    yield _malformed(  # a member name that is not the contract's never stands in for it
+        "snake-case-member",
+        _edit(lambda d: d.update(primary_entity_name=d.pop("PrimaryEntityName"))),
+        Reason.SCHEMA_VIOLATION,
+    )
+    yield Case(  # unknown members are ignored, as .NET ignores them
+        "unknown-member-beside-the-real-one",
+        _edit(lambda d: d.update(message_name="Delete", primary_entity_name="account")),
+        JSON,
+        Verdict.ACCEPTED,
+    )
+    yield _malformed(
+        "xml-image-of-another-table",
+        _swap_text(
+            XML_BODY.decode(),
+            '</Attributes><EntityState i:nil="true"/><FormattedValues/>'
+            f'<Id>{SESSION_XML}</Id><KeyAttributes xmlns:b="http://schemas.microsoft.com/xrm/'
+            '7.1/Contracts"/><LogicalName>processsession</LogicalName><RelatedEntities/>'
+            '<RowVersion i:nil="true"/></a:value></KeyValuePairOfstringEntitygUGIFE1S>',
+            '</Attributes><EntityState i:nil="true"/><FormattedValues/>'
+            f'<Id>{SESSION_XML}</Id><KeyAttributes xmlns:b="http://schemas.microsoft.com/xrm/'
+            '7.1/Contracts"/><LogicalName>account</LogicalName><RelatedEntities/>'
+            '<RowVersion i:nil="true"/></a:value></KeyValuePairOfstringEntitygUGIFE1S>',
+        ),
+        Reason.SCHEMA_VIOLATION,
+        XML,
+    )
+    # Virtual tables post the empty GUID as PrimaryEntityId, with the id in the Target
+    yield Case(
+        "nil-primary-id-target-has-it", _with_member("PrimaryEntityId", NIL), JSON, Verdict.ACCEPTED
+    )
+    yield Case(
+        "nil-primary-id-other-table",
+        _edit(lambda d: (d.update(PrimaryEntityId=NIL), _other_table(d, "mserp_custtable"))),
+        JSON,
+        Verdict.IGNORED,
+        Reason.NOT_PROCESSSESSION,
+    )
+
+
 CATEGORIES = (
     truncations,
     members,
@@ -822,6 +910,7 @@ CATEGORIES = (
     xml_strictness,
     binary_xml,
     verdict_edges,
+    wire_strictness,
 )
 
 

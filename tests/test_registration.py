@@ -3,8 +3,11 @@ AD cannot run here; the token is a fixed string): every OData request is checked
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from devtools.processes import free_port
 from shared.registration import (
     DEFAULT_OLD_VALUE_COLUMNS,
     Registrar,
@@ -216,11 +219,33 @@ def test_an_unreachable_environment_is_one_line(tmp_path):
     assert "S3CRET-KEY-VALUE" not in done.stdout + done.stderr
 
 
-def test_an_error_body_that_echoes_the_request_never_shows_the_key():
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "verbatim",
+        "json-solidus",  # a JSON writer escaping / as \\/
+        "json-plus",  # + as \\u002B
+        "html",  # & < > " as entities
+        "cut",  # only the first half of the key
+    ],
+)
+def test_an_error_body_that_echoes_the_request_never_shows_the_key(echo):
+    import html
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     from shared.registration import Registrar, Registration, RegistrationError, WebApi
+
+    key = "S3CR/ET+KEY&<VALUE>=="
+
+    def echoed(body: str) -> str:
+        return {
+            "verbatim": body,
+            "json-solidus": body.replace("/", "\\/"),
+            "json-plus": body.replace("+", "\\u002B"),
+            "html": html.escape(body),
+            "cut": body.replace(key, key[:9]),
+        }[echo]
 
     class Echo(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -228,9 +253,10 @@ def test_an_error_body_that_echoes_the_request_never_shows_the_key():
             self._answer(200, b'{"value": ' + found + b"}")
 
         def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            message = echoed(body).replace('"', "'")
             self._answer(
-                400, b'{"error": {"message": "bad request: ' + body.replace(b'"', b"'") + b'"}}'
+                400, json.dumps({"error": {"message": f"bad request: {message}"}}).encode()
             )
 
         def _answer(self, status, payload):
@@ -246,13 +272,27 @@ def test_an_error_body_that_echoes_the_request_never_shows_the_key():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         api = WebApi(f"http://127.0.0.1:{server.server_port}", lambda: "token")
-        registration = Registration(
-            namespace="sbns", entity="q", sas_key_name="send", sas_key="S3CRET-KEY-VALUE"
-        )
+        registration = Registration(namespace="sbns", entity="q", sas_key_name="send", sas_key=key)
         with pytest.raises(RegistrationError) as raised:
             Registrar(api).register(registration)
     finally:
         server.shutdown()
-    assert "HTTP 400" in str(raised.value)
-    assert "S3CRET-KEY-VALUE" not in str(raised.value)
-    assert "***" in str(raised.value)
+    text = str(raised.value)
+    assert "HTTP 400" in text
+    assert "not shown" in text
+    for form in (key, key[:9], html.escape(key), key.replace("/", "\\/"), "KEY"):
+        assert form not in text
+
+
+def test_userinfo_in_the_environment_url_is_never_printed():
+    from shared.registration import RegistrationError, WebApi, mask_userinfo
+
+    assert (
+        mask_userinfo("https://u:PASS@org.crm.dynamics.com/api")
+        == "https://***@org.crm.dynamics.com/api"
+    )
+    api = WebApi(f"http://user:PASS@127.0.0.1:{free_port()}", lambda: "token")
+    with pytest.raises(RegistrationError) as raised:
+        api.call("GET", "serviceendpoints")
+    assert "PASS" not in str(raised.value)
+    assert "***@127.0.0.1" in str(raised.value)

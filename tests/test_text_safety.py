@@ -153,3 +153,47 @@ def test_hostile_text_is_escaped_in_cli_error_lines(tmp_path):
     )
     assert done.returncode != 0
     _no_raw_controls(done.stderr)
+
+
+UNSAFE = "a\u009bb\u009dc\u202ed\u2028e\u2029f\u0085g\u2066h"
+
+
+def _raw_unsafe(text: str) -> list[str]:
+    return [c for c in "\u009b\u009d\u202e\u2028\u2029\u0085\u2066" if c in text]
+
+
+def test_json_outputs_escape_c1_bidi_and_line_separators_losslessly(tmp_path):
+    document = sample_document()
+    kv_set(target_of(document)["Attributes"], "name", UNSAFE)
+    body = tmp_path / "unsafe.body"
+    body.write_text(json.dumps(document))
+    (tmp_path / "unsafe.properties.json").write_text(
+        json.dumps({"content_type": "application/json", "message_id": "unsafe"})
+    )
+    env = {"AUDIT_SQLITE_PATH": str(tmp_path / "audit.sqlite3")}
+    run_cli("run", str(body), env=env)
+    outputs = {
+        "inspect": run_cli("inspect", str(body), env=env).stdout,
+        "entries": run_cli("entries", "--format", "jsonl", env=env).stdout,
+        "export": run_cli("export", env=env).stdout,
+    }
+    for name, out in outputs.items():
+        assert _raw_unsafe(out) == [], name
+        assert "\\u009b" in out, name
+        parsed = json.loads(out)
+        entry = parsed["entry"] if name == "inspect" else parsed
+        assert entry["processsession_name"] == UNSAFE, name  # nothing lost
+
+
+def test_tables_escape_line_separators_and_cut_long_values(tmp_path):
+    document = sample_document()
+    kv_set(target_of(document)["Attributes"], "name", UNSAFE + "x" * 250_000)
+    db = tmp_path / "audit.sqlite3"
+    store = SqliteAuditStore(db)
+    Pipeline(store).handle([json_message(document)])
+    store.close()
+    table = run_cli("entries", "--format", "table", env={"AUDIT_SQLITE_PATH": str(db)})
+    assert _raw_unsafe(table.stdout) == []
+    assert "\\u2028" in table.stdout or "\\x85" in table.stdout
+    assert "more characters]" in table.stdout
+    assert len(table.stdout.splitlines()) < 100  # not 28,000 lines

@@ -100,7 +100,8 @@ def _context(
 ) -> RemoteExecutionContext:
     """Validate one context's members; its ParentContext is loaded by the same format later."""
     try:
-        context = RemoteExecutionContext.model_validate(members)
+        # members by their contract names only: a snake_case look-alike never stands in
+        context = RemoteExecutionContext.model_validate(members, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise MalformedMessage(
             Reason.SCHEMA_VIOLATION,
@@ -118,12 +119,11 @@ _NIL_GUID = UUID(int=0)
 
 
 def check_consistency(context: RemoteExecutionContext) -> None:
-    """The Target describes the primary record, as Dataverse always sends it; a message where
-    they disagree is forged or broken, and no verdict about it can be trusted.
+    """The Target and the images describe the primary record, as Dataverse always sends them;
+    a message where they disagree is forged or broken, and no verdict about it can be trusted.
 
-    Images are not compared: a published real-world processsession variant
-    (../shared/real-world, derived-sharepointdoclocation) keeps an image of another table name
-    and is expected to get its verdict.
+    The empty GUID as PrimaryEntityId means "unknown" (virtual tables post it, with the id in
+    the Target), never a conflict.
     """
     primary = ascii_lower(context.primary_entity_name)
     target = context.target
@@ -134,8 +134,23 @@ def check_consistency(context: RemoteExecutionContext) -> None:
                 f"{target.logical_name!r} is not the PrimaryEntityName "
                 f"{context.primary_entity_name!r}",
             )
-        if target.id not in (None, _NIL_GUID, context.primary_entity_id):
+        if context.primary_entity_id != _NIL_GUID and target.id not in (
+            None,
+            _NIL_GUID,
+            context.primary_entity_id,
+        ):
             json_format.schema_violation(
                 "InputParameters['Target'].Id",
                 f"{target.id} is not the PrimaryEntityId {context.primary_entity_id}",
             )
+    for member, images in (
+        ("PreEntityImages", context.pre_entity_images),
+        ("PostEntityImages", context.post_entity_images),
+    ):
+        for alias, image in images.items():
+            if ascii_lower(image.logical_name) != primary:
+                json_format.schema_violation(
+                    f"{member}[{alias!r}].LogicalName",
+                    f"{image.logical_name!r} is not the PrimaryEntityName "
+                    f"{context.primary_entity_name!r}: an image is always of the primary table",
+                )

@@ -9,13 +9,14 @@ builds add members (reference §3.2).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_pascal
 
 from shared.dataverse.numbers import Int32, check_decimal
@@ -34,7 +35,46 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+def _a_datetime(value: object) -> object:
+    """A DateTime member reaches the model as a datetime (JSON ``/Date(ms)/`` text and XML
+    ``xs:dateTime`` are converted by their walks); anything else, a JSON number for one, is
+    what .NET's serializers refuse."""
+    if not isinstance(value, datetime):
+        raise ValueError(
+            f"a DateTime is /Date(ms)/ text (JSON) or xs:dateTime (XML), not {type(value).__name__}"
+        )
+    return value
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_a_datetime), AfterValidator(_as_utc)]
+
+#: The text forms .NET's Guid reads: N (32 digits), D (8-4-4-4-12), B ({D}) and P ((D)).
+#: Python's UUID also takes ``urn:uuid:``, hyphens anywhere and non-ASCII digits.
+_GUID_FORMS = re.compile(
+    r"[0-9a-fA-F]{32}"
+    r"|(?P<b>\{)?(?P<p>\()?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    r"[0-9a-fA-F]{12}(?(b)\})(?(p)\))",
+    re.ASCII,
+)
+
+
+def _dotnet_guid(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip(" \t\r\n")
+        match = _GUID_FORMS.fullmatch(text)
+        if match is None or (match.group("b") and match.group("p")):
+            raise ValueError(
+                f"{value[:60]!r} is not a GUID as .NET reads one (32 hex digits, 8-4-4-4-12, "
+                "or that in braces or parentheses)"
+            )
+        return UUID(text.strip("{}()"))
+    if isinstance(value, UUID):
+        return value
+    raise ValueError(f"a GUID is text, not {type(value).__name__}")
+
+
+#: A GUID member: only the forms .NET reads.
+Guid = Annotated[UUID, BeforeValidator(_dotnet_guid)]
 
 
 class _WireModel(BaseModel):
@@ -51,7 +91,7 @@ class EntityReference(_WireModel):
     """A lookup: ``regardingobjectid``, ``ownerid``, ``OwningExtension``..."""
 
     logical_name: str
-    id: UUID
+    id: Guid
     name: str | None = None
 
 
@@ -86,7 +126,7 @@ class Entity(_WireModel):
     """A record: the Create/Update ``Target`` or an entity image."""
 
     logical_name: str
-    id: UUID | None = None
+    id: Guid | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     #: Labels of choices, lookups and dates; a null label is kept as null.
     formatted_values: dict[str, str | None] = Field(default_factory=dict)
@@ -106,16 +146,16 @@ class RemoteExecutionContext(_WireModel):
 
     message_name: str
     primary_entity_name: str
-    primary_entity_id: UUID
-    organization_id: UUID
+    primary_entity_id: Guid
+    organization_id: Guid
     organization_name: str | None = None
-    operation_id: UUID
+    operation_id: Guid
     operation_created_on: UtcDatetime
-    correlation_id: UUID
-    request_id: UUID | None = None
-    user_id: UUID
-    initiating_user_id: UUID
-    business_unit_id: UUID | None = None
+    correlation_id: Guid
+    request_id: Guid | None = None
+    user_id: Guid
+    initiating_user_id: Guid
+    business_unit_id: Guid | None = None
     depth: Int32
     stage: Int32
     mode: Int32
@@ -138,6 +178,14 @@ class RemoteExecutionContext(_WireModel):
         work of every message; a malformed parent raises MalformedMessage here, when read.
         """
         return self._parent_loader() if self._parent_loader is not None else None
+
+    @property
+    def record_id(self) -> UUID:
+        """The primary record's id: PrimaryEntityId, or, where that is the empty GUID (which
+        virtual tables post, with the id in the Target), the Target's id."""
+        if self.primary_entity_id.int == 0 and self.target is not None and self.target.id:
+            return self.target.id
+        return self.primary_entity_id
 
     @property
     def target(self) -> Entity | None:
