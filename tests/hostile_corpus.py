@@ -812,6 +812,12 @@ SESSION_XML = "44f6b8da-2c3f-ef11-9f89-000d3a5c2b71"
 NIL = "00000000-0000-0000-0000-000000000000"
 
 
+def _virtual_table_event(document: dict[str, Any]) -> None:
+    """What Finance & Operations virtual tables post: the empty PrimaryEntityId."""
+    document["PrimaryEntityId"] = NIL
+    _other_table(document, "mserp_custtable")
+
+
 def wire_strictness() -> Iterator[Case]:
     """What .NET's serializers refuse, refused (issue 23; DESIGN.md 2026-12-02)."""
     yield _malformed(
@@ -889,7 +895,7 @@ def wire_strictness() -> Iterator[Case]:
     )
     yield Case(
         "nil-primary-id-other-table",
-        _edit(lambda d: (d.update(PrimaryEntityId=NIL), _other_table(d, "mserp_custtable"))),
+        _edit(_virtual_table_event),
         JSON,
         Verdict.IGNORED,
         Reason.NOT_PROCESSSESSION,
