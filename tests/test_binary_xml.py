@@ -268,6 +268,15 @@ def test_the_101st_nested_element_is_refused_as_it_opens():
     assert len(list(tree(b"".join(b"\x40\x01e" for _ in range(100)) + b"\x01" * 100).iter())) == 100
 
 
+def test_namespace_declarations_are_capped_per_body():
+    declarations = b"".join(b"\x09" + string(f"p{n}") + string("u") for n in range(1_001))
+    with pytest.raises(MalformedMessage, match="more than 1,000 namespace declarations"):
+        binary_xml.parse(b"\x40\x01r" + declarations + b"\x01", 100)
+    children = b"".join(b"\x40\x01e\x09\x01q\x01u\x01" for _ in range(1_001))  # one each
+    with pytest.raises(MalformedMessage, match="namespace declarations"):
+        binary_xml.parse(b"\x40\x01r" + children + b"\x01", 100)
+
+
 def test_elements_are_capped_and_arrays_are_counted_before_they_expand():
     many = b"\x40\x01r" + b"\x40\x01e\x01" * 11 + b"\x01"
     with pytest.raises(MalformedMessage, match="more than 10 elements"):

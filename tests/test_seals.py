@@ -281,3 +281,94 @@ def test_table_store_tampering_is_named(sealed_table, tamper):
         )
         expected = ["inserted", "seal_broken"]
     assert _kinds(verify_trail(store, seals, RING, LATER)) == sorted(expected)
+
+
+WRITER = """
+import sys
+from shared.keys import KeyRing
+from shared.pipeline import Pipeline
+from shared.stores.sqlite import SqliteAuditStore
+from tests.entries import synthetic_message
+
+store = SqliteAuditStore(sys.argv[1], ring=KeyRing.from_texts(sys.argv[2]))
+first = int(sys.argv[3])
+for start in range(first, first + 60, 6):  # small batches, interleaving with the other writer
+    Pipeline(store).handle([synthetic_message(n) for n in range(start, start + 6)])
+store.close()
+"""
+
+
+def test_two_writers_at_once_and_an_outage_waited_out_still_verify_clean(tmp_path):
+    from shared.pipeline import StoreRetry
+    from tests.pipeline_doubles import OutageStore
+
+    db = tmp_path / "audit.sqlite3"
+    SqliteAuditStore(db, ring=RING).close()
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(db), KEY, str(first)], cwd=ROOT)
+        for first in (0, 1000)
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0
+    store = SqliteAuditStore(db, ring=RING)
+    outage = OutageStore(store, 1.5)  # down, then up: the batch waits in place and is written
+    retry = StoreRetry(budget=20.0, first_delay=0.1, max_delay=0.5)
+    outcomes = Pipeline(outage, retry=retry).handle(
+        [synthetic_message(n) for n in range(2000, 2010)]
+    )
+    assert outage.failed_writes > 0
+    assert {o.settlement.value for o in outcomes} == {"complete"}
+    seals = SqliteSealStore(store)
+    assert seal_windows(store, seals, RING, _now(), everything=True) is not None
+    report = verify_trail(store, seals, RING, LATER)
+    assert report.problems == []
+    assert report.entries == 130
+    store.close()
+
+
+def test_table_store_two_writers_at_once_verify_clean(azurite, azurite_blob):
+    from shared.stores.blob_seals import BlobSealStore
+    from tests.conftest import table_store
+
+    store = table_store(azurite.connection_string, ring=RING)
+    script = (
+        "import sys\n"
+        "from shared.keys import KeyRing\n"
+        "from shared.pipeline import Pipeline\n"
+        "from shared.stores.table import TableAuditStore\n"
+        "from tests.entries import synthetic_message\n"
+        "store = TableAuditStore(sys.argv[2], connection_string=sys.argv[1], "
+        "ring=KeyRing.from_texts(sys.argv[3]))\n"
+        "first = int(sys.argv[4])\n"
+        "for start in range(first, first + 40, 8):\n"
+        "    Pipeline(store).handle([synthetic_message(n % 50) for n in range(start, start + 8)])\n"
+    )
+    try:
+        writers = [  # overlapping events: both write sessions 10..39 at once
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    script,
+                    azurite.connection_string,
+                    store.table_name,
+                    KEY,
+                    str(first),
+                ],
+                cwd=ROOT,
+            )
+            for first in (0, 10)
+        ]
+        for writer in writers:
+            assert writer.wait(timeout=120) == 0
+        seals = BlobSealStore(
+            "seals" + uuid.uuid4().hex[:12], connection_string=azurite_blob.connection_string
+        )
+        assert seal_windows(store, seals, RING, _now(), everything=True) is not None
+        report = verify_trail(store, seals, RING, LATER)
+        assert report.problems == []
+        assert report.entries == 50
+        assert store.check_views() == []
+    finally:
+        store.delete_table()
+        store.close()
