@@ -59,7 +59,10 @@ _GUID_FORMS = re.compile(
 
 
 def _dotnet_guid(value: object) -> object:
-    if isinstance(value, str):
+    """The D form (36 characters) goes on to pydantic-core's strict parser as it is, the usual
+    case; the other forms .NET reads are checked here and passed on as D; anything else is
+    refused, so Python's and Rust's wider tastes (``urn:uuid:``) never decide."""
+    if isinstance(value, str) and len(value) != 36:
         text = value.strip(" \t\r\n")
         match = _GUID_FORMS.fullmatch(text)
         if match is None or (match.group("b") and match.group("p")):
@@ -67,10 +70,8 @@ def _dotnet_guid(value: object) -> object:
                 f"{value[:60]!r} is not a GUID as .NET reads one (32 hex digits, 8-4-4-4-12, "
                 "or that in braces or parentheses)"
             )
-        return UUID(text.strip("{}()"))
-    if isinstance(value, UUID):
-        return value
-    raise ValueError(f"a GUID is text, not {type(value).__name__}")
+        return str(UUID(text.strip("{}()")))
+    return value
 
 
 #: A GUID member: only the forms .NET reads.
