@@ -66,7 +66,7 @@ def worker(client: ServiceBusClient, store: AuditStore, queue: str, batch: int) 
     stats = Worker(
         client, Pipeline(store), Source(queue=queue), batch_size=batch, max_wait_time=WAIT
     ).run(until_idle=True)
-    return len(stats.outcomes)
+    return stats.messages
 
 
 def process_cpu(pid: int) -> float:

@@ -67,7 +67,7 @@ def main() -> int:
     out.print(plain(store_summary(settings, before, after)))
     out.print(entries_table(trail))
     out.print(dead_letter_table(dead, f"dead-letter queue of {source}: {len(dead)}"))
-    return 0 if len(outcomes) == sent else 1
+    return 0 if stats.messages == sent else 1
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from shared.console import (
     outcomes_table,
     plain,
     summary,
+    summary_of,
 )
 from shared.envelope import InboundMessage, from_files, properties_path_for
 from shared.errors import ServiceError, StoreUnavailable
@@ -429,14 +430,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     outcomes = stats.outcomes
     out = console()
     if args.until_idle:
+        shown = f"the last {len(outcomes)} of " if len(outcomes) < stats.messages else ""
         out.print(
             outcomes_table(
                 [o.message.message_id or "" for o in outcomes],
                 outcomes,
-                f"{len(outcomes)} message(s) from {source}",
+                f"{shown}{stats.messages} message(s) from {source}",
             )
         )
-    out.print(summary(outcomes))
+    out.print(summary_of(stats.verdicts, stats.settlements))
     return 0
 
 

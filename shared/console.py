@@ -114,8 +114,13 @@ def outcomes_table(labels: Sequence[str], outcomes: Sequence[Outcome], title: st
 def summary(outcomes: Iterable[Outcome]) -> str:
     """``3 accepted, 2 rejected, 2 ignored, 2 dead-lettered`` (and any not stored)."""
     outcomes = list(outcomes)
-    verdicts = Counter(o.decision.verdict for o in outcomes)
-    settled = Counter(o.settlement for o in outcomes)
+    return summary_of(
+        Counter(o.decision.verdict for o in outcomes), Counter(o.settlement for o in outcomes)
+    )
+
+
+def summary_of(verdicts: Counter[Verdict], settled: Counter[Settlement]) -> str:
+    """``summary`` from counts (a long-running worker keeps counts, not outcomes)."""
     text = (
         f"{verdicts[Verdict.ACCEPTED]} accepted, {verdicts[Verdict.REJECTED]} rejected, "
         f"{verdicts[Verdict.IGNORED]} ignored, {settled[Settlement.DEAD_LETTER]} "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ from shared.envelope import InboundMessage
 from shared.pipeline import Outcome, Pipeline
 from shared.settings import Settings, connection_string_value
 from shared.settlement import ReceiverActions, adapt_all, settle_all
-from shared.verdicts import Settlement
+from shared.verdicts import Settlement, Verdict
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_PROPERTIES = {"DeadLetterReason", "DeadLetterErrorDescription"}
@@ -155,16 +155,31 @@ def describe_error(exc: Exception, settings: Settings, source: Source | None) ->
     return f"Service Bus {where}: {type(exc).__name__}: {hint}"
 
 
+#: Outcomes a worker keeps for its report: the most recent ones only, so that its memory stays
+#: flat however long it runs (counts cover every message).
+RECENT_OUTCOMES = 1000
+
+
 @dataclass
 class WorkerStats:
-    """What a worker run did."""
+    """What a worker run did: counts of every message, and its most recent outcomes."""
 
     batches: int = 0
-    outcomes: list[Outcome] = field(default_factory=list)
+    messages: int = 0
+    verdicts: Counter[Verdict] = field(default_factory=Counter)
+    settlements: Counter[Settlement] = field(default_factory=Counter)
+    recent: deque[Outcome] = field(default_factory=lambda: deque(maxlen=RECENT_OUTCOMES))
 
     @property
-    def settlements(self) -> Counter[Settlement]:
-        return Counter(o.settlement for o in self.outcomes)
+    def outcomes(self) -> list[Outcome]:
+        """The most recent outcomes (at most ``RECENT_OUTCOMES``), oldest first."""
+        return list(self.recent)
+
+    def add(self, outcomes: list[Outcome]) -> None:
+        self.messages += len(outcomes)
+        self.verdicts.update(o.decision.verdict for o in outcomes)
+        self.settlements.update(o.settlement for o in outcomes)
+        self.recent.extend(outcomes)
 
 
 class Worker:
@@ -214,7 +229,7 @@ class Worker:
                 self._keep_locks(receiver, [m for m, _ in readable], decided)
                 outcomes = decided.result()
                 settle_all(readable, outcomes, actions)
-                stats.outcomes += outcomes
+                stats.add(outcomes)
         log.info("worker on %s stopped after %d batch(es)", self.source, stats.batches)
         return stats
 

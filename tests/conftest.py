@@ -190,6 +190,7 @@ QUEUES = (
     "backoff:lock=2:max=3",
     "no-backoff:lock=2:max=3",
     "conflicts",
+    "long-run",
     "storm",
     "hostile-text",
 )

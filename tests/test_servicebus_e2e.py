@@ -241,3 +241,22 @@ def test_service_bus_mistakes_are_one_line_naming_the_entity_and_the_fix(broker)
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "no answer: check the namespace" in refused.stderr
     assert "c2VjcmV0LWtleQ==" not in refused.stderr
+
+
+def test_a_long_running_worker_keeps_counts_and_only_its_recent_outcomes(
+    servicebus, store, monkeypatch
+):
+    """Memory flat in the number of messages: counts cover every one, outcomes are a window."""
+    import shared.servicebus as servicebus_module
+
+    monkeypatch.setattr(servicebus_module, "RECENT_OUTCOMES", 25)
+    source = Source(queue="long-run")
+    send(servicebus, source, [synthetic_message(n) for n in range(120)])
+    stats = Worker(servicebus, Pipeline(store), source, batch_size=16, max_wait_time=2).run(
+        until_idle=True
+    )
+    assert stats.messages == 120
+    assert stats.settlements == {Settlement.COMPLETE: 120}
+    assert sum(stats.verdicts.values()) == 120
+    assert len(stats.outcomes) == 25  # the most recent ones, not 120
+    assert store.count() == 120
