@@ -163,7 +163,12 @@ def iter_entries(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Iterator[AuditEntry]:
-    """The entries the filters select, streamed page by page (memory stays flat)."""
+    """The entries the filters select (every filter given applies), streamed page by page
+    (memory stays flat)."""
+    if since is not None and until is not None and since >= until:
+        raise ValueError(
+            f"--since {since.isoformat()} is not earlier than --until {until.isoformat()}"
+        )
     if regarding:
         pages = all_pages(
             lambda c: store.by_regarding(regarding, limit=EXPORT_PAGE_SIZE, continuation=c)
@@ -176,7 +181,10 @@ def iter_entries(
         pages = all_pages(
             lambda c: store.in_range(since, until, limit=EXPORT_PAGE_SIZE, continuation=c)
         )
+    wanted_session = session.lower() if regarding and session else None
     for entry in pages:
+        if wanted_session is not None and entry.processsession_id != wanted_session:
+            continue  # --regarding read the trail; --session narrows it
         if (since is None or entry.operation_created_on >= since) and (
             until is None or entry.operation_created_on < until
         ):
@@ -193,6 +201,7 @@ def write_jsonl(entries: Iterable[AuditEntry], out: TextIO) -> int:
 
 
 def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntry]:
+    _check_range(args)
     return iter_entries(
         store,
         regarding=getattr(args, "regarding", None),
@@ -200,6 +209,15 @@ def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntr
         since=args.since,
         until=args.until,
     )
+
+
+def _check_range(args: argparse.Namespace) -> None:
+    """--since must come before --until (an empty answer would hide the mistake)."""
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since >= until:
+        raise ValueError(
+            f"--since {since.isoformat()} is not earlier than --until {until.isoformat()}"
+        )
 
 
 def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
@@ -217,6 +235,7 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    _check_range(args)
     store = build_store(settings, read_only=True)
     try:
         if args.output is None:
@@ -358,8 +377,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from shared.stores import build_seal_store
     from shared.stores.seals import verify_trail
 
-    if args.since and args.until and args.since >= args.until:
-        raise ValueError("--since must be earlier than --until")
+    _check_range(args)
     ring = _key_ring_or_usage(settings, "verify")
     if ring is None:
         return 2
@@ -463,8 +481,19 @@ def cmd_dlq_peek(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+#: Dead-letter reasons Service Bus itself sets (besides this service's reason codes).
+BROKER_REASONS = ("MaxDeliveryCountExceeded", "TTLExpiredException", "HeaderSizeExceeded")
+
+
 def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     from shared.servicebus import replay_dead_letters
+    from shared.verdicts import Reason
+
+    known = [r.value for r in Reason] + list(BROKER_REASONS)
+    if args.reason is not None and args.reason not in known:
+        raise ValueError(
+            f"--reason {args.reason!r} is not a dead-letter reason; use one of: " + ", ".join(known)
+        )
 
     client, source = _servicebus(args, settings)
     with client:
@@ -568,11 +597,21 @@ def _time_range_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("processsession-audit")
+    except PackageNotFoundError:  # run from a checkout without `make install`
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="psaudit",
         description="Audit Dataverse processsession events (see README.md).",
     )
+    parser.add_argument("--version", action="version", version=f"psaudit {_version()}")
     parser.add_argument("--db", type=Path, help="SQLite file (overrides AUDIT_SQLITE_PATH)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every decision")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -251,3 +251,53 @@ def test_at_80_columns_the_table_shortens_ids_and_piped_output_is_json_lines(tmp
     piped = _cli("entries", db=db).stdout.splitlines()
     assert len(piped) == 6
     assert {json.loads(line)["verdict"] for line in piped} == {"accepted", "rejected"}
+
+
+def test_entries_applies_regarding_and_session_together(tmp_path):
+    from shared.pipeline import Pipeline
+    from shared.stores.sqlite import SqliteAuditStore
+    from tests.entries import synthetic_message
+
+    bank = "8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22"
+    db = tmp_path / "audit.sqlite3"
+    store = SqliteAuditStore(db)
+    Pipeline(store).handle([synthetic_message(n, regarding=bank) for n in range(3)])
+    session = store.by_regarding(bank).entries[1].processsession_id
+    store.close()
+    env = {"AUDIT_SQLITE_PATH": str(db)}
+    both = run_cli(
+        "entries", "--regarding", bank, "--session", session, "--format", "jsonl", env=env
+    )
+    assert [json.loads(line)["processsession_id"] for line in both.stdout.splitlines()] == [session]
+
+
+def test_since_after_until_is_an_error_not_an_empty_answer(tmp_path):
+    env = {"AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3")}
+    run_cli("run", env=env)
+    for command in (["entries"], ["export"]):
+        done = run_cli(
+            *command, "--since", "2025-01-02", "--until", "2025-01-01", env=env, check=False
+        )
+        assert done.returncode == 2
+        assert "is not earlier than --until" in done.stderr
+
+
+def test_dlq_replay_refuses_an_unknown_reason_and_lists_the_known_ones():
+    done = run_cli(
+        "dlq",
+        "replay",
+        "--queue",
+        "q",
+        "--reason",
+        "malformed_jsn",
+        check=False,
+        env={"SERVICEBUS_CONNECTION_STRING": ""},
+    )
+    assert done.returncode == 2
+    assert "malformed_json" in done.stderr
+    assert "MaxDeliveryCountExceeded" in done.stderr
+
+
+def test_version():
+    done = run_cli("--version")
+    assert done.stdout.startswith("psaudit ")

@@ -199,3 +199,20 @@ def test_the_operator_gets_the_roles_the_operations_guide_uses():
             RESOURCES,
             re.DOTALL,
         ), role
+
+
+def test_the_deployed_package_leaves_out_what_only_people_and_tests_read():
+    ignored = set((ROOT / ".funcignore").read_text().split())
+    for name in (
+        "README.md",
+        "docs",
+        "samples",
+        "package.json",
+        "package-lock.json",
+        "azure.yaml",
+        "*.egg-info",
+        "tests",
+        "bench",
+        "devtools",
+    ):
+        assert name in ignored, name
