@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,6 @@ from shared.console import (
 )
 from shared.envelope import InboundMessage, from_files, properties_path_for
 from shared.errors import ServiceError, StoreUnavailable
-from shared.keys import KeyRing
 from shared.pipeline import Pipeline, Policy, evaluate
 from shared.registration import DEFAULT_OLD_VALUE_COLUMNS, RegistrationError
 from shared.settings import Settings, StoreKind, load_settings
@@ -302,14 +302,29 @@ def _servicebus(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]
     return build_client(settings), source
 
 
+_Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _unreachable_store_exits_2(handler: _Handler) -> _Handler:
+    """For the commands whose contract says so (check-store, seal, verify): a store that cannot
+    be reached or read is exit 2, a connection error, not 1, which means "problems found"."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return handler(args, settings)
+        except StoreUnavailable as exc:
+            print(f"error: {escape_controls(exc)}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_unreachable_store_exits_2
 def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
     """Every read path of the store against its entries; exit 0 when they agree, 1 when not
     (after ``--repair``: when the repair left anything), 2 when the store cannot be read."""
-    try:
-        store = build_store(settings, read_only=not args.repair)
-    except StoreUnavailable as exc:
-        print(f"error: {escape_controls(exc)}", file=sys.stderr)
-        return 2
+    store = build_store(settings, read_only=not args.repair)
     try:
         found = store.check_views(repair=args.repair)
         left = store.check_views() if args.repair and found else found
@@ -320,9 +335,6 @@ def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
             "repaired": bool(args.repair and found),
             "remaining": len(left),
         }
-    except StoreUnavailable as exc:
-        print(f"error: {escape_controls(exc)}", file=sys.stderr)
-        return 2
     finally:
         store.close()
     if (args.format or ("table" if sys.stdout.isatty() else "json")) == "json":
@@ -338,28 +350,13 @@ def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if left else 0
 
 
-def _key_ring_or_usage(settings: Settings, command: str) -> KeyRing | None:
-    ring = settings.key_ring()
-    if ring is None:
-        print(
-            f"error: {command} needs the trail key: set AUDIT_TRAIL_KEY (64 hex characters; "
-            "AUDIT_TRAIL_PREVIOUS_KEYS for keys before a rotation)",
-            file=sys.stderr,
-        )
-    return ring
-
-
+@_unreachable_store_exits_2
 def cmd_seal(args: argparse.Namespace, settings: Settings) -> int:
-    """Seal the windows of recorded_at that closed (``--now``: everything so far)."""
+    """Seal the windows of recorded_at that closed (``--now``: everything so far); no key is a
+    usage error (ValueError: exit 2)."""
     from shared.stores import seal_trail
 
-    if _key_ring_or_usage(settings, "seal") is None:
-        return 2
-    try:
-        record = seal_trail(settings, everything=args.now)
-    except StoreUnavailable as exc:
-        print(f"error: {escape_controls(exc)}", file=sys.stderr)
-        return 2
+    record = seal_trail(settings, everything=args.now)
     if record is None:
         print("nothing to seal: no window has closed since the last seal", file=sys.stderr)
     else:
@@ -370,22 +367,17 @@ def cmd_seal(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@_unreachable_store_exits_2
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Re-read the trail and its seals; exit 0 intact, 1 when anything is wrong."""
     from datetime import timedelta
 
-    from shared.stores import build_seal_store
+    from shared.stores import build_seal_store, require_key_ring
     from shared.stores.seals import verify_trail
 
     _check_range(args)
-    ring = _key_ring_or_usage(settings, "verify")
-    if ring is None:
-        return 2
-    try:
-        store = build_store(settings, read_only=True)
-    except StoreUnavailable as exc:
-        print(f"error: {escape_controls(exc)}", file=sys.stderr)
-        return 2
+    ring = require_key_ring(settings)
+    store = build_store(settings, read_only=True)
     show = sys.stderr.isatty()
 
     def progress(count: int) -> None:
@@ -402,9 +394,6 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             grace=timedelta(minutes=settings.audit_seal_grace_minutes),
             progress=progress if show else None,
         )
-    except StoreUnavailable as exc:
-        print(f"error: {escape_controls(exc)}", file=sys.stderr)
-        return 2
     finally:
         store.close()
     if show:

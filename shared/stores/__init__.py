@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.keys import KeyRing
 from shared.settings import Settings, StoreKind
 from shared.stores.base import AuditStore, Page, all_pages
 from shared.stores.seals import SealRecord, SealStore
@@ -53,6 +54,17 @@ def build_seal_store(settings: Settings, store: AuditStore) -> SealStore:
     )
 
 
+def require_key_ring(settings: Settings) -> KeyRing:
+    """The trail's key ring; ValueError (a usage error) naming the settings when none is set."""
+    ring = settings.key_ring()
+    if ring is None:
+        raise ValueError(
+            "sealing and verifying need the trail key: set AUDIT_TRAIL_KEY (64 hex characters; "
+            "AUDIT_TRAIL_PREVIOUS_KEYS for keys before a rotation)"
+        )
+    return ring
+
+
 def seal_trail(settings: Settings, *, everything: bool = False) -> SealRecord | None:
     """Seal the windows of the configured trail that closed (``everything``: all recorded so
     far); None when nothing was due. ValueError without AUDIT_TRAIL_KEY."""
@@ -60,12 +72,7 @@ def seal_trail(settings: Settings, *, everything: bool = False) -> SealRecord | 
 
     from shared.stores.seals import seal_windows
 
-    ring = settings.key_ring()
-    if ring is None:
-        raise ValueError(
-            "sealing needs the trail key: set AUDIT_TRAIL_KEY (64 hex characters; "
-            "AUDIT_TRAIL_PREVIOUS_KEYS for keys before a rotation)"
-        )
+    ring = require_key_ring(settings)
     store = build_store(settings)
     try:
         return seal_windows(
@@ -87,5 +94,6 @@ __all__ = [
     "all_pages",
     "build_seal_store",
     "build_store",
+    "require_key_ring",
     "seal_trail",
 ]
