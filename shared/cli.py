@@ -504,7 +504,8 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from shared.registration import Registrar, Registration, WebApi
+    from shared.dataverse.webapi import build_web_api
+    from shared.registration import Registrar, Registration
 
     sas_key = os.environ.get("DATAVERSE_SAS_KEY", "") or ("<key>" if args.plan else "")
     if not sas_key:
@@ -526,7 +527,7 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     )
     from shared.registration import PlanApi
 
-    api: Any = PlanApi(url) if args.plan else WebApi(url, _dataverse_token(url))
+    api: Any = PlanApi(url) if args.plan else build_web_api(url)
     report = Registrar(api, dry_run=args.dry_run or args.plan, rotate_key=args.rotate_key).register(
         registration
     )
@@ -546,20 +547,6 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _dataverse_token(environment_url: str) -> Any:
-    """A bearer token for the environment: DATAVERSE_ACCESS_TOKEN if set (e.g. from
-    ``az account get-access-token``), else DefaultAzureCredential."""
-    import os
-
-    fixed = os.environ.get("DATAVERSE_ACCESS_TOKEN")
-    if fixed:
-        return lambda: fixed
-    from azure.identity import DefaultAzureCredential
-
-    credential = DefaultAzureCredential()
-    return lambda: credential.get_token(f"{environment_url}/.default").token
 
 
 def _entity_options(parser: argparse.ArgumentParser, subscription: bool = True) -> None:

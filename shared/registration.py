@@ -22,17 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit, urlunsplit
 
-import requests
+from shared.dataverse.webapi import API, DataverseError, WebApi, mask_userinfo
 
 log = logging.getLogger(__name__)
 
-API = "api/data/v9.2"
 STEP_NAME = "ProcessSessionAudit: {message} of processsession"
 POST_IMAGE_COLUMNS = "regardingobjectid,name"
 DEFAULT_OLD_VALUE_COLUMNS = "statecode,statuscode,processstagename,stepname,comments"
@@ -48,8 +44,8 @@ IMAGE_PRE, IMAGE_POST = 0, 1
 REDACTED = "***"
 
 
-class RegistrationError(RuntimeError):
-    """Raised when the Web API refuses a request or lacks what registration needs."""
+#: Registration's errors are the Web API client's: one line, never a token or the SAS key.
+RegistrationError = DataverseError
 
 
 @dataclass(frozen=True)
@@ -99,100 +95,6 @@ class Report:
 
     writes: list[Request] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-
-
-_ERROR_CODE = re.compile(r"0x[0-9A-Fa-f]{8}")
-_PRIVILEGE = re.compile(r"\bprv[A-Z][A-Za-z]{2,60}\b")
-
-
-def _safe_parts(response: requests.Response, key: str) -> tuple[str, list[str]]:
-    """From an error answer: Dataverse's error code (``0x80040220``) and the privilege names
-    it mentions (letters only, and never a piece of ``key``)."""
-    try:
-        error = response.json().get("error", {})
-        code, message = str(error.get("code", "")), str(error.get("message", ""))
-    except (ValueError, AttributeError):
-        return "", []
-    found = _ERROR_CODE.fullmatch(code)
-    privileges = {p for p in _PRIVILEGE.findall(message) if p not in key}
-    return (found.group() if found else ""), sorted(privileges)[:5]
-
-
-def mask_userinfo(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for messages and logs."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
-
-
-class WebApi:
-    """A small Dataverse Web API client: OData headers, bearer token, JSON."""
-
-    def __init__(
-        self,
-        environment_url: str,
-        token: Callable[[], str],
-        session: requests.Session | None = None,
-    ) -> None:
-        self.base = f"{environment_url.rstrip('/')}/{API}"
-        #: the base for messages: a user:password@ in the URL is never printed
-        self.shown = mask_userinfo(self.base)
-        self.token = token
-        self.session = session or requests.Session()
-
-    def _headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self.token()}",
-            "Accept": "application/json",
-            "Content-Type": "application/json; charset=utf-8",
-            "OData-MaxVersion": "4.0",
-            "OData-Version": "4.0",
-            "Prefer": "return=representation",
-        }
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        url = f"{self.base}/{path}"
-        try:
-            response = self.session.request(
-                method,
-                url,
-                headers=self._headers(),
-                data=json.dumps(body) if body is not None else None,
-                timeout=60,
-            )
-        except requests.RequestException as exc:
-            raise RegistrationError(
-                f"{method} {self.shown} failed: {type(exc).__name__} (no answer: check the "
-                "environment URL and that this machine can reach it)"
-            ) from None
-        if response.status_code >= 400:
-            if body is not None and "saskey" in body:
-                # A Web API may echo the request back, escaped in ways no search can undo
-                # (JSON \/ or \u002B, HTML entities, cut short): print none of its text, only
-                # the error code and the privileges it names (fixed words, never the key).
-                code, privileges = _safe_parts(response, str(body["saskey"]))
-                said = f" {code}" if code else ""
-                said += f"; missing privilege {', '.join(privileges)}" if privileges else ""
-                raise RegistrationError(
-                    f"{method} {path} failed: HTTP {response.status_code}{said} (the rest of "
-                    "the answer is not shown: the request carried the SAS key, which it may "
-                    "echo)"
-                )
-            try:
-                detail = response.json().get("error", {}).get("message", response.text)
-            except ValueError:
-                detail = response.text
-            raise RegistrationError(
-                f"{method} {path} failed: HTTP {response.status_code}: {str(detail)[:300]}"
-            )
-        return response.json() if response.content else None
-
-    def find(self, entity_set: str, odata_filter: str, select: str) -> list[dict[str, Any]]:
-        query = f"{entity_set}?$select={select}&$filter={quote(odata_filter, safe=' =()')}"
-        result = self.call("GET", query)
-        return list(result.get("value", [])) if isinstance(result, dict) else []
 
 
 class PlanApi:
@@ -344,7 +246,9 @@ class Registrar:
         lookups = lookups or {}
         plain = [k for k in body if k not in lookups and k != "saskey"]
         select = ",".join([key, *plain, *lookups.values()])
-        rows = self.api.find(entity_set, odata_filter, select)
+        # under a row a dry run would create, nothing exists yet: no query (its placeholder id
+        # is no GUID, which Dataverse would refuse)
+        rows = [] if "<new " in odata_filter else self.api.find(entity_set, odata_filter, select)
         if not rows:
             return self._write("POST", entity_set, body, key, label)
         row = rows[0]

@@ -16,7 +16,7 @@ from shared.registration import (
     WebApi,
 )
 from tests.conftest import run_cli
-from tests.webapi_standin import TOKEN, WebApiStandIn
+from tests.dataverse_double import TOKEN, DataverseDouble
 
 SAS_KEY = "c2VuZC1vbmx5LWtleS1mb3ItdGVzdHM="
 WANTED = Registration(
@@ -29,12 +29,12 @@ WANTED = Registration(
 
 @pytest.fixture
 def webapi():
-    with WebApiStandIn() as stand_in:
+    with DataverseDouble() as stand_in:
         yield stand_in
     assert stand_in.violations == []
 
 
-def _register(webapi: WebApiStandIn, registration: Registration = WANTED, **options):
+def _register(webapi: DataverseDouble, registration: Registration = WANTED, **options):
     api = WebApi(webapi.url, lambda: TOKEN)
     return Registrar(api, **options).register(registration)
 
@@ -215,7 +215,7 @@ def test_an_unreachable_environment_is_one_line(tmp_path):
     done = _register_command("--dry-run", "--environment-url", url, *REGISTER_ARGS, env=env)
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "no answer: check the environment URL" in done.stderr
+    assert "no answer (ConnectionError); check the environment URL" in done.stderr
     assert "S3CRET-KEY-VALUE" not in done.stdout + done.stderr
 
 
