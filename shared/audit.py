@@ -62,13 +62,26 @@ class Change(BaseModel):
 #: Fields set by the broker or at recording time: they differ between redeliveries and
 #: re-posts of one event, so they never count when two entries of one event are compared.
 BROKER_FIELDS = frozenset(
-    {"message_id", "sequence_number", "enqueued_time", "delivery_count", "recorded_at", "seal"}
+    {
+        "message_id",
+        "sequence_number",
+        "enqueued_time",
+        "delivery_count",
+        "recorded_at",
+        "seal",
+        "regarding_read_at",
+    }
+)
+#: What a look-up through the Web API decided (``regarding_source: web_api``): read again on a
+#: redelivery, it may have changed meanwhile, so it is not compared either.
+RESOLVED_FIELDS = frozenset(
+    {"verdict", "reason", "regarding_logical_name", "regarding_id", "regarding_name"}
 )
 #: Where an entry comes from: a Service Bus message, or a read of the Web API (``backfill``).
 Origin = Literal["event", "backfill"]
 
 
-_TIMESTAMPS = ("operation_created_on", "enqueued_time", "recorded_at")
+_TIMESTAMPS = ("operation_created_on", "enqueued_time", "recorded_at", "regarding_read_at")
 #: What orjson would write otherwise than pydantic goes back to pydantic (``json_text``).
 _EXACT_ONLY = (
     orjson.OPT_PASSTHROUGH_DATETIME
@@ -111,6 +124,8 @@ class AuditEntry(BaseModel):
     delivery_count: int | None
     recorded_at: UtcTimestamp
     origin: Origin = "event"
+    #: when the regarding was read through the Web API (``regarding_source: web_api``)
+    regarding_read_at: UtcTimestamp | None = None
     #: ``v1:<key id>:<HMAC-SHA-256 hex>`` over the stored document (``shared.stores.seals``),
     #: set by the store that wrote the entry; None when no trail key was configured. The
     #: stored document itself holds ``seal: null``: the seal is kept beside it.
@@ -142,7 +157,10 @@ class AuditEntry(BaseModel):
     def event_content(self) -> dict[str, Any]:
         """What the event says, without what the broker or this service added: two entries
         with one ``entry_id`` are the same event exactly when this is equal."""
-        return self.model_dump(mode="json", exclude=set(BROKER_FIELDS))
+        excluded = set(BROKER_FIELDS)
+        if self.regarding_source == "web_api":
+            excluded |= RESOLVED_FIELDS
+        return self.model_dump(mode="json", exclude=excluded)
 
     def differences(self, other: AuditEntry) -> list[str]:
         """The fields whose event content differs from ``other``'s."""
@@ -259,8 +277,10 @@ def build_entry(
     message: InboundMessage,
     recorded_at: datetime,
     redact: frozenset[str] = frozenset(),
+    read_at: datetime | None = None,
 ) -> AuditEntry:
-    """The audit entry of an accepted or rejected event."""
+    """The audit entry of an accepted or rejected event; ``read_at``: when the regarding was
+    read through the Web API, if it was."""
     regarding = judgement.regarding
     reference = regarding.value if regarding else None
     organization_id = str(context.organization_id)
@@ -299,4 +319,5 @@ def build_entry(
         enqueued_time=message.enqueued_time,
         delivery_count=message.delivery_count,
         recorded_at=recorded_at,
+        regarding_read_at=read_at,
     )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.pipeline import Pipeline, Policy, StoreRetry
 from shared.settings import Settings
 from shared.stores import build_store
 from shared.telemetry import configure
+
+if TYPE_CHECKING:
+    from shared.resolver import RegardingResolver
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -18,4 +23,20 @@ def build_pipeline(settings: Settings) -> Pipeline:
         Policy.from_settings(settings),
         telemetry=telemetry,
         retry=StoreRetry.from_settings(settings),
+        resolver=build_resolver(settings),
     )
+
+
+def build_resolver(settings: Settings) -> RegardingResolver | None:
+    """The regarding resolver when AUDIT_RESOLVE_REGARDING is on (ValueError without
+    DATAVERSE_URL); its Web API client is imported only then."""
+    if not settings.audit_resolve_regarding:
+        return None
+    if settings.dataverse_url is None:
+        raise ValueError(
+            "AUDIT_RESOLVE_REGARDING=true needs DATAVERSE_URL (https://<org>.crm.dynamics.com)"
+        )
+    from shared.dataverse.webapi import build_web_api
+    from shared.resolver import RegardingResolver
+
+    return RegardingResolver(build_web_api(settings.dataverse_url))

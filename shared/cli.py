@@ -36,6 +36,7 @@ from shared.console import (
     json_line,
     outcomes_table,
     plain,
+    reconcile_table,
     summary,
     summary_of,
 )
@@ -45,6 +46,7 @@ from shared.pipeline import Pipeline, Policy, evaluate
 from shared.registration import DEFAULT_OLD_VALUE_COLUMNS, RegistrationError
 from shared.settings import Settings, StoreKind, load_settings
 from shared.stores import AuditStore, all_pages, build_store
+from shared.trail import live_reader, without_superseded
 from shared.verdicts import Settlement, Verdict
 
 BUNDLED_SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -89,10 +91,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     sources = args.paths
     bodies = message_files(sources)
     messages = [load_message(body) for body in bodies]
+    from shared.bootstrap import build_resolver
+
+    resolver = build_resolver(settings)
     store = build_store(settings)
     try:
         before = store.count()
-        outcomes = Pipeline(store, Policy.from_settings(settings)).handle(messages)
+        pipeline = Pipeline(store, Policy.from_settings(settings), resolver=resolver)
+        outcomes = pipeline.handle(messages)
         after = store.count()
     finally:
         store.close()
@@ -182,9 +188,19 @@ def iter_entries(
             lambda c: store.in_range(since, until, limit=EXPORT_PAGE_SIZE, continuation=c)
         )
     wanted_session = session.lower() if regarding and session else None
+    sessions: dict[str, list[AuditEntry]] = {}
+    read_session = live_reader(store)
+
+    def live(session_id: str) -> list[AuditEntry]:
+        if session_id not in sessions:
+            sessions[session_id] = list(read_session(session_id))
+        return sessions[session_id]
+
     for entry in pages:
         if wanted_session is not None and entry.processsession_id != wanted_session:
             continue  # --regarding read the trail; --session narrows it
+        if entry.origin == "backfill" and not without_superseded([entry], live):
+            continue  # a live entry records this version: one entry per version
         if (since is None or entry.operation_created_on >= since) and (
             until is None or entry.operation_created_on < until
         ):
@@ -277,7 +293,8 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ClientAuthenticationError):
         return (
             "no Azure credential could sign in: run `az login` (or set AZURE_CLIENT_ID for a "
-            "managed identity; for register, DATAVERSE_ACCESS_TOKEN); -v shows each one tried"
+            "managed identity; for register, reconcile and backfill, DATAVERSE_ACCESS_TOKEN); "
+            "-v shows each one tried"
         )
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}"
@@ -501,6 +518,124 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _web_api(args: argparse.Namespace, settings: Settings) -> Any:
+    """The Web API client of reconcile and backfill: --environment, else DATAVERSE_URL; waits
+    for service protection limits are shown on stderr."""
+    from shared.dataverse.webapi import build_web_api
+
+    url = args.environment or settings.dataverse_url
+    if not url:
+        raise ValueError(
+            "name the Dataverse environment: --environment https://<org>.crm.dynamics.com or "
+            "DATAVERSE_URL"
+        )
+
+    def waiting(seconds: float, why: str) -> None:
+        print(f"{why}; waiting {seconds:.0f} s", file=sys.stderr, flush=True)
+
+    return build_web_api(url, on_wait=waiting)
+
+
+def _paging_progress() -> Callable[[int], None] | None:
+    """A progress line on a terminal while the sessions are paged (nothing otherwise)."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda count: print(
+        f"\rread {count} processsession row(s)…", end="", file=sys.stderr, flush=True
+    )
+
+
+def _dataverse_exits_2(handler: _Handler) -> _Handler:
+    """reconcile and backfill: a Web API or store that cannot be reached, or that refuses the
+    identity, is exit 2 (1 means gaps were found)."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from shared.dataverse.webapi import DataverseError
+
+        try:
+            return handler(args, settings)
+        except (DataverseError, StoreUnavailable, AzureError) as exc:
+            if sys.stderr.isatty():
+                print(file=sys.stderr)
+            line = _one_line(exc) if isinstance(exc, AzureError) else str(exc)
+            print(f"error: {escape_controls(line)}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_dataverse_exits_2
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when no session is missing or behind, 1 when some are, 2 on usage or
+    connection errors."""
+    from shared.reconcile import reconcile
+
+    _check_range(args)
+    api = _web_api(args, settings)
+    store = build_store(settings, read_only=True)
+    try:
+        found = reconcile(
+            api,
+            store,
+            args.since,
+            args.until,
+            page_size=args.page_size,
+            on_page=_paging_progress(),
+        )
+    finally:
+        store.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if (args.format or ("table" if sys.stdout.isatty() else "json")) == "json":
+        print(json.dumps(found.to_json()))
+    else:
+        out = console()
+        out.print(reconcile_table(found.to_json(), out.width))
+    print(
+        f"{found.sessions} session(s) modified in the window: {len(found.missing)} missing, "
+        f"{len(found.behind)} behind, {len(found.only_in_trail)} only in the trail",
+        file=sys.stderr,
+    )
+    return 1 if found.gaps else 0
+
+
+@_dataverse_exits_2
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    """Write one entry per missing or behind session; ``--dry-run`` writes nothing."""
+    from shared.reconcile import backfill
+
+    _check_range(args)
+    api = _web_api(args, settings)
+    store = build_store(settings, read_only=args.dry_run)
+    try:
+        done = backfill(
+            api,
+            store,
+            args.since,
+            args.until,
+            dry_run=args.dry_run,
+            allowed_organizations=settings.allowed_organization_ids,
+            redact=settings.audit_redact_columns,
+            page_size=args.page_size,
+            on_page=_paging_progress(),
+        )
+    finally:
+        store.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    write_jsonl(done.entries, sys.stdout)
+    for session_id, why in done.skipped:
+        print(f"skipped {session_id}: {why}", file=sys.stderr)
+    verb = "would write" if args.dry_run else f"wrote {done.written} new of"
+    print(
+        f"{verb} {len(done.entries)} backfilled entr{'y' if len(done.entries) == 1 else 'ies'} "
+        f"for {len(done.reconciliation.gaps)} session(s) missing or behind",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
@@ -700,6 +835,39 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="only say what would be replayed")
     replay.add_argument("--max", type=int, default=1000)
     replay.set_defaults(handler=cmd_dlq_replay)
+
+    for name, text in (
+        ("reconcile", "compare the trail with the processsessions Dataverse holds"),
+        ("backfill", "write an entry for each session reconcile finds missing or behind"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--since", type=_parse_time, required=True, help="ISO-8601, UTC")
+        command.add_argument(
+            "--until", type=_parse_time, required=True, help="ISO-8601, UTC (exclusive)"
+        )
+        command.add_argument(
+            "--environment",
+            help="https://<org>.crm.dynamics.com (default: DATAVERSE_URL); token from "
+            "DATAVERSE_ACCESS_TOKEN, else DefaultAzureCredential",
+        )
+        command.add_argument(
+            "--page-size",
+            type=int,
+            default=500,
+            choices=range(1, 5001),
+            metavar="1..5000",
+            help="rows asked per page (Prefer: odata.maxpagesize)",
+        )
+        if name == "reconcile":
+            command.add_argument(
+                "--format", choices=["table", "json"], help="default: table on a terminal"
+            )
+            command.set_defaults(handler=cmd_reconcile)
+        else:
+            command.add_argument(
+                "--dry-run", action="store_true", help="print the entries, write nothing"
+            )
+            command.set_defaults(handler=cmd_backfill)
 
     register = commands.add_parser(
         "register", help="register the service endpoint, steps and images in Dataverse"

@@ -192,3 +192,36 @@ def dead_letter_table(messages: Sequence[Any], title: str) -> Table:
             str(m.delivery_count),
         )
     return table
+
+
+def reconcile_table(found: dict[str, Any], width: int = 160) -> Table:
+    """reconcile's findings (its JSON), one row per session: missing, behind, only in trail;
+    under 120 columns ids are shortened (``--format json`` has them whole)."""
+    short = width < 120
+    rows = [
+        (kind, item)
+        for kind in ("missing", "behind", "only_in_trail")
+        for item in found.get(kind, [])
+    ]
+    title = (
+        f"reconcile {found['since']} .. {found['until']}: {found['sessions']} session(s), "
+        f"{len(found['missing'])} missing, {len(found['behind'])} behind, "
+        f"{len(found['only_in_trail'])} only in the trail"
+    )
+    table = Table(title=title)
+    for column in ("finding", "processsession", "modifiedon", "regarding"):
+        table.add_column(column, overflow="fold")
+    for kind, item in rows:
+        regarding = (
+            f"{escape_controls(item['regarding_logical_name'] or '')}\n"
+            f"{_id(item['regarding_id'], short)}"
+            if item.get("regarding_id")
+            else "-"
+        )
+        table.add_row(
+            kind.replace("_", " "),
+            plain(_id(item["processsession_id"], short)),
+            plain(escape_controls(item["modifiedon"])),
+            plain(regarding),
+        )
+    return table

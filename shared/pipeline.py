@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 from shared.audit import AuditEntry, build_entry
@@ -33,6 +33,9 @@ from shared.stores.base import AuditStore
 from shared.telemetry import Telemetry
 from shared.verdicts import Reason, Settlement, Verdict
 
+if TYPE_CHECKING:
+    from shared.resolver import RegardingResolver
+
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
@@ -44,6 +47,8 @@ class Policy:
     limits: Limits = Limits()
     allowed_organization_ids: frozenset[UUID] = frozenset()
     redact_columns: frozenset[str] = frozenset()
+    #: AUDIT_RESOLVE_REGARDING: a regarding the message lacks is read through the Web API
+    resolve_regarding: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -52,6 +57,7 @@ class Policy:
             Limits(settings.audit_max_body_bytes, settings.audit_max_nesting_depth),
             settings.allowed_organization_ids,
             settings.audit_redact_columns,
+            settings.audit_resolve_regarding,
         )
 
 
@@ -134,6 +140,9 @@ class Decision:
     reason: Reason | None = None
     description: str | None = None
     entry: AuditEntry | None = None
+    #: a context whose regarding is to be read through the Web API before its entry is built
+    #: (``Policy.resolve_regarding``); the verdict above is what holds without that read
+    pending: RemoteExecutionContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,12 @@ def evaluate(
         context = decode(message.body, message.content_type, policy.limits)
         check_organization(context, policy.allowed_organization_ids)
         judgement = judge(context, message.context_was_trimmed)
+        if (
+            policy.resolve_regarding
+            and judgement.reason is Reason.REGARDING_NOT_IN_MESSAGE
+            and judgement.regarding is None
+        ):
+            return Decision(judgement.verdict, judgement.reason, None, None, context)
         if judgement.verdict is Verdict.IGNORED:
             return Decision(
                 judgement.verdict,
@@ -222,12 +237,16 @@ class Pipeline:
         clock: Callable[[], datetime] = _now,
         telemetry: Telemetry | None = None,
         retry: StoreRetry = StoreRetry(),
+        resolver: RegardingResolver | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
         self.retry = retry
+        self.resolver = resolver
+        if policy.resolve_regarding and resolver is None:
+            raise ValueError("AUDIT_RESOLVE_REGARDING=true needs DATAVERSE_URL (the resolver)")
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         if not policy.allowed_organization_ids:
             logging.getLogger("shared.trust").warning(
@@ -243,10 +262,16 @@ class Pipeline:
         ``StoreRetry``, then by the broker), one it refuses for good is dead-lettered; messages
         without an entry never wait on the store. ``stop`` cuts the in-place retrying short."""
         started = time.perf_counter()
+        stop = stop or threading.Event()
         decisions = [evaluate(m, self.policy, self.clock) for m in messages]
+        decisions, unresolved = self._resolve(messages, decisions, stop)
         failures = self._store([d.entry for d in decisions if d.entry is not None], stop)
         outcomes = [
-            failures.get(d.entry.entry_id, _ok)(m, d) if d.entry else _ok(m, d)
+            unresolved(m, d)
+            if d.pending is not None
+            else failures.get(d.entry.entry_id, _ok)(m, d)
+            if d.entry
+            else _ok(m, d)
             for m, d in zip(messages, decisions, strict=True)
         ]
         self.telemetry.record(outcomes, time.perf_counter() - started)
@@ -254,39 +279,102 @@ class Pipeline:
             _log_outcome(outcome)
         return outcomes
 
+    def _deadline(self) -> float | None:
+        """The end of the in-place retry budget (monotonic); None: no retrying, the call's own
+        timeouts bound it."""
+        return time.monotonic() + self.retry.budget if self.retry.budget else None
+
+    def _patiently(
+        self,
+        work: Callable[[], _T],
+        what: str,
+        waiting: str,
+        deadline: float | None,
+        stop: threading.Event,
+    ) -> _T:
+        """``work()``, retried in place with backoff while it fails transiently and the budget
+        lasts (see ``StoreRetry``); the last failure, or a permanent one, is raised."""
+        waits = self.retry.delays(self._rng)
+        while True:
+            try:
+                return call_within(work, deadline, stop, what)
+            except (ConflictingDuplicates, StoreRejected):
+                raise
+            except Exception as exc:
+                left = deadline - time.monotonic() if deadline is not None else 0.0
+                retry = isinstance(exc, TransientError) and not isinstance(exc, _GaveUp)
+                if not retry or left <= 0 or stop.is_set():
+                    raise
+                delay = min(next(waits), left)
+                log.warning("%s failed (%s); retrying in %.1f s, %s", what, exc, delay, waiting)
+                stop.wait(delay)  # a stop set meanwhile ends the loop on the next failure
+
+    def _resolve(
+        self, messages: Sequence[InboundMessage], decisions: list[Decision], stop: threading.Event
+    ) -> tuple[list[Decision], _Settler]:
+        """Build the entries whose regarding is read through the Web API (one read per distinct
+        session); when the reads fail past the budget, how to settle the decisions still
+        pending (retried: the broker redelivers them)."""
+        pending = [d.pending for d in decisions if d.pending is not None]
+        if not pending or self.resolver is None:
+            return decisions, _ok
+        resolver = self.resolver
+        sessions = [str(context.record_id) for context in pending]
+        try:
+            found = self._patiently(
+                partial(resolver.look_up, sessions),
+                "regarding look-up",
+                f"{len(set(sessions))} session(s) waiting",
+                self._deadline(),
+                stop,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
+            description = f"regarding look-up through the Web API failed: {exc}"
+            log.warning("%s; %d message(s) will be redelivered", description, len(pending))
+            return decisions, lambda m, d: Outcome(
+                m, d, Settlement.RETRY, description, Reason.DATAVERSE_UNAVAILABLE
+            )
+        resolved: list[Decision] = []
+        for message, decision in zip(messages, decisions, strict=True):
+            context = decision.pending
+            if context is None:
+                resolved.append(decision)
+                continue
+            answer = found[str(context.record_id)]
+            judgement = answer.judgement()
+            entry = build_entry(
+                context,
+                judgement,
+                message,
+                self.clock(),
+                self.policy.redact_columns,
+                read_at=answer.read_at,
+            )
+            resolved.append(Decision(judgement.verdict, judgement.reason, None, entry))
+        return resolved, _ok
+
     def _store(
         self, entries: list[AuditEntry], stop: threading.Event | None = None
     ) -> dict[str, _Settler]:
         """Write the batch; return how to settle each entry that was not stored."""
         if not entries:
             return {}
-        waits = self.retry.delays(self._rng)
         stop = stop or threading.Event()
         # the budget counts elapsed time, calls in flight included; 0 retries nothing and lets
         # the store's own timeouts bound the one call
-        deadline = time.monotonic() + self.retry.budget if self.retry.budget else None
-        while True:
-            try:
-                call_within(partial(self.store.write, entries), deadline, stop, "store write")
-                return {}
-            except ConflictingDuplicates as exc:  # the rest of the batch is stored
-                return {entry_id: _conflict(kept) for entry_id, kept in exc.stored.items()}
-            except StoreRejected:
-                break  # find which entry the store refuses: write them one by one
-            except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
-                left = deadline - time.monotonic() if deadline is not None else 0.0
-                retry = isinstance(exc, TransientError) and not isinstance(exc, _GaveUp)
-                if not retry or left <= 0 or stop.is_set():
-                    return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
-                delay = min(next(waits), left)
-                log.warning(
-                    "audit store write failed (%s); retrying in %.1f s, %d entr%s waiting",
-                    exc,
-                    delay,
-                    len(entries),
-                    "y" if len(entries) == 1 else "ies",
-                )
-                stop.wait(delay)  # a stop set meanwhile ends the loop on the next failure
+        deadline = self._deadline()
+        waiting = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} waiting"
+        try:
+            self._patiently(
+                partial(self.store.write, entries), "audit store write", waiting, deadline, stop
+            )
+            return {}
+        except ConflictingDuplicates as exc:  # the rest of the batch is stored
+            return {entry_id: _conflict(kept) for entry_id, kept in exc.stored.items()}
+        except StoreRejected:
+            pass  # find which entry the store refuses: write them one by one
+        except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
+            return dict.fromkeys((e.entry_id for e in entries), _retry(exc, len(entries)))
         failures: dict[str, _Settler] = {}
         for entry in entries:
             try:

@@ -30,6 +30,8 @@ class RegardingSource(StrEnum):
     TARGET = "target"
     POST_IMAGE = "post_image"
     PRE_IMAGE = "pre_image"
+    #: read from the session's row through the Web API (AUDIT_RESOLVE_REGARDING, backfill)
+    WEB_API = "web_api"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,15 @@ def judge(context: RemoteExecutionContext, context_was_trimmed: bool = False) ->
             else Reason.REGARDING_NOT_IN_MESSAGE
         )
         return Judgement(Verdict.REJECTED, reason, regarding)
+    return judge_reference(regarding)
+
+
+def judge_reference(regarding: Regarding) -> Judgement:
+    """Rules 9 and 10 on a regarding that is known: a sample_bankaccount is accepted, any
+    other table rejected. For a regarding read through the Web API (``WEB_API``), an empty one
+    is rejected as ``regarding_empty``."""
+    if regarding.value is None:
+        return Judgement(Verdict.REJECTED, Reason.REGARDING_EMPTY, regarding)
     if ascii_lower(regarding.value.logical_name) != BANK_ACCOUNT:
         return Judgement(Verdict.REJECTED, Reason.REGARDING_NOT_BANKACCOUNT, regarding)
     return Judgement(Verdict.ACCEPTED, None, regarding)

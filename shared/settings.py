@@ -140,6 +140,22 @@ class Settings(BaseSettings):
     )
     audit_max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0, le=DEFAULT_MAX_BODY_BYTES * 4)
     audit_max_nesting_depth: int = Field(DEFAULT_MAX_NESTING_DEPTH, gt=0, le=1000)
+    dataverse_url: str | None = Field(
+        None,
+        description="DATAVERSE_URL: https://<org>.crm.dynamics.com, the environment whose Web "
+        "API the resolver and the reconcile timer read (as the app's managed identity)",
+    )
+    audit_resolve_regarding: bool = Field(
+        False,
+        description="AUDIT_RESOLVE_REGARDING: true = a regarding the message lacks is read "
+        "from the session's row through the Web API (needs DATAVERSE_URL); false = today's "
+        "`regarding_not_in_message`",
+    )
+    audit_reconcile_schedule: str = Field(
+        "0 30 1 * * *",
+        description="AUDIT_RECONCILE_SCHEDULE: NCRONTAB of the timer that reconciles the "
+        "previous UTC day with Dataverse (with DATAVERSE_URL set)",
+    )
     servicebus_connection_string: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("SERVICEBUS_CONNECTION_STRING", "ServiceBusConnection"),
@@ -164,6 +180,15 @@ class Settings(BaseSettings):
     process_session_subscription: str | None = Field(
         None, description="PROCESS_SESSION_SUBSCRIPTION"
     )
+
+    @field_validator("dataverse_url")
+    @classmethod
+    def _environment(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from shared.dataverse.webapi import environment_url
+
+        return environment_url(value)
 
     @field_validator("audit_trail_key", "audit_trail_previous_keys")
     @classmethod

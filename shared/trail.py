@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:
+    from shared.audit import AuditEntry
     from shared.stores.base import AuditStore
 
 DEFAULT_PAGE_SIZE = 100
@@ -70,9 +71,10 @@ def read_trail(
         raise BadRequest(str(exc)) from exc
     if not page.entries and not page.unreadable and continuation is None:
         raise NotFound(f"no audit entries for {view.value} {wanted}")
+    shown = without_superseded(page.entries, live_reader(store))
     answer: dict[str, Any] = {
         "id": wanted,
-        "entries": [entry.to_json_dict() for entry in page.entries],
+        "entries": [entry.to_json_dict() for entry in shown],
         "continuation": page.continuation,
     }
     if page.unreadable:  # reported, so that nobody mistakes a skipped row for no row
@@ -85,3 +87,40 @@ def read_trail(
             {"entry_id": row.entry_id, "problem": row.problem} for row in page.tampered
         ]
     return answer
+
+
+#: a live entry within this of a backfilled entry's version records that same version
+_SAME_VERSION_SECONDS = 2.0
+
+
+def without_superseded(
+    entries: list[AuditEntry], live_of_session: Callable[[str], Iterable[AuditEntry]]
+) -> list[AuditEntry]:
+    """``entries`` less each backfilled entry (``origin: backfill``) whose row version a live
+    entry of the same session records too (its OperationCreatedOn within 2 s of the version's
+    ``modifiedon``): one entry per version, the live one. ``live_of_session`` is asked only
+    for sessions with a backfilled entry here (rare), once each."""
+    backfilled = {e.processsession_id for e in entries if e.origin == "backfill"}
+    if not backfilled:
+        return entries
+    live = {
+        session: [e.operation_created_on for e in live_of_session(session) if e.origin == "event"]
+        for session in sorted(backfilled)
+    }
+
+    def superseded(entry: AuditEntry) -> bool:
+        return entry.origin == "backfill" and any(
+            abs((moment - entry.operation_created_on).total_seconds()) <= _SAME_VERSION_SECONDS
+            for moment in live[entry.processsession_id]
+        )
+
+    return [entry for entry in entries if not superseded(entry)]
+
+
+def live_reader(store: AuditStore) -> Callable[[str], Iterable[AuditEntry]]:
+    """Every entry of one session, for ``without_superseded``."""
+    from shared.stores.base import all_pages
+
+    return lambda session: all_pages(
+        lambda token: store.by_session(session, limit=500, continuation=token)
+    )

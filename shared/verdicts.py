@@ -30,6 +30,10 @@ class Reason(StrEnum):
     REGARDING_CLEARED = "regarding_cleared"
     REGARDING_NOT_IN_MESSAGE = "regarding_not_in_message"
     CONTEXT_TRUNCATED = "context_truncated"
+    #: the regarding read through the Web API (AUDIT_RESOLVE_REGARDING, backfill) is empty
+    REGARDING_EMPTY = "regarding_empty"
+    #: the session the message names no longer exists in Dataverse (AUDIT_RESOLVE_REGARDING)
+    SESSION_NOT_IN_DATAVERSE = "session_not_in_dataverse"
     # ignored (no entry)
     NOT_PROCESSSESSION = "not_processsession"
     MESSAGE_OUT_OF_SCOPE = "message_out_of_scope"
@@ -49,3 +53,5 @@ class Reason(StrEnum):
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     # retried (not settled)
     STORE_UNAVAILABLE = "store_unavailable"
+    #: the regarding look-up through the Web API failed (AUDIT_RESOLVE_REGARDING)
+    DATAVERSE_UNAVAILABLE = "dataverse_unavailable"
