@@ -565,6 +565,20 @@ def _dataverse_exits_2(handler: _Handler) -> _Handler:
     return run
 
 
+def _trail_to_compare(settings: Settings) -> AuditStore:
+    """The trail reconcile reads; a SQLite trail not yet created is an empty one (created,
+    and said on stderr: every session then counts as missing)."""
+    path = settings.audit_sqlite_path
+    if settings.audit_store is StoreKind.SQLITE and not path.exists():
+        print(
+            f"note: no SQLite audit store at {path} yet (AUDIT_SQLITE_PATH or --db): an empty "
+            "trail is created, against which every session is missing",
+            file=sys.stderr,
+        )
+        return build_store(settings)
+    return build_store(settings, read_only=True)
+
+
 @_dataverse_exits_2
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 when no session is missing or behind, 1 when some are, 2 on usage or
@@ -573,7 +587,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
     _check_range(args)
     api = _web_api(args, settings)
-    store = build_store(settings, read_only=True)
+    store = _trail_to_compare(settings)
     try:
         found = reconcile(
             api,

@@ -1,0 +1,306 @@
+"""reconcile and backfill, as a user runs them (``psaudit``), against the Web API double and
+both real stores (SQLite, and the Table store on Azurite)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.dataverse.sessions import SessionRow
+from shared.reconcile import backfill_entry
+from shared.stores.sqlite import SqliteAuditStore
+from shared.stores.table import TableAuditStore
+from tests.conftest import run_cli
+from tests.dataverse_double import TOKEN, DataverseDouble
+from tests.entries import make_entry
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+SINCE, UNTIL = "2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z"
+BANK = "6f9c2d4e-8a1b-4c3d-9e5f-0a1b2c3d4e5f"
+ACCOUNT = "11112222-3333-4444-5555-666677778888"
+ORG = "5d4f2b1e-7a3c-4e9b-8d6f-1c2b3a4d5e6f"
+
+
+def _id(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+@pytest.fixture
+def double():
+    with DataverseDouble() as started:
+        started.server_page_size = 3  # the listing takes several pages
+        yield started
+    assert started.violations == []
+
+
+def _env(store, double: DataverseDouble, azurite=None) -> dict[str, str]:
+    env = {"DATAVERSE_ACCESS_TOKEN": TOKEN, "DATAVERSE_URL": double.url}
+    if isinstance(store, TableAuditStore):
+        return {
+            **env,
+            "AUDIT_STORE": "table",
+            "AUDIT_TABLE_NAME": store.table_name,
+            "AUDIT_TABLE_CONNECTION_STRING": azurite.connection_string,
+        }
+    assert isinstance(store, SqliteAuditStore)
+    return {**env, "AUDIT_STORE": "sqlite", "AUDIT_SQLITE_PATH": str(store.path)}
+
+
+def _seed(double: DataverseDouble, store) -> dict[str, str]:
+    """Sessions in and around the window, and the trail that records some of them."""
+    ids = {name: _id(name) for name in ("covered", "missing", "behind", "deleted", "later")}
+    for n in range(5):  # covered sessions: an entry 0.5 s after modifiedon
+        session = _id(f"ok-{n}")
+        double.add_session(session, modifiedon=T0 + timedelta(hours=n + 1))
+        store.write(
+            [
+                make_entry(
+                    100 + n,
+                    session=session,
+                    when=T0 + timedelta(hours=n + 1, seconds=0.5),
+                    organization_id=ORG,
+                )
+            ]
+        )
+    double.add_session(ids["covered"], modifiedon=T0 + timedelta(hours=7))
+    store.write([make_entry(1, session=ids["covered"], when=T0 + timedelta(hours=7, seconds=1))])
+    double.add_session(
+        ids["missing"],
+        modifiedon=T0 + timedelta(hours=8),
+        regarding=("sample_bankaccount", BANK),
+        regarding_name="Savings",
+    )
+    double.add_session(
+        ids["behind"],
+        modifiedon=T0 + timedelta(hours=9),
+        createdon=T0 - timedelta(days=3),
+        regarding=("account", ACCOUNT),
+    )
+    store.write([make_entry(2, session=ids["behind"], when=T0 - timedelta(days=3))])
+    # in the trail, deleted from Dataverse
+    store.write([make_entry(3, session=ids["deleted"], when=T0 + timedelta(hours=10))])
+    # in the trail, modified again after the window: exists, not reported
+    double.add_session(ids["later"], modifiedon=T0 + timedelta(days=2))
+    store.write([make_entry(4, session=ids["later"], when=T0 + timedelta(hours=11))])
+    double.add_session(modifiedon=T0 - timedelta(hours=1))  # before the window
+    return ids
+
+
+@pytest.fixture(params=["sqlite", "table"])
+def trail(request, tmp_path):
+    if request.param == "sqlite":
+        store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+        yield store, None
+        store.close()
+    else:
+        from tests.conftest import table_store
+
+        azurite = request.getfixturevalue("azurite")
+        store = table_store(azurite.connection_string)
+        yield store, azurite
+        store.delete_table()
+        store.close()
+
+
+def _reconcile(env: dict[str, str], *extra: str):
+    done = run_cli(
+        "reconcile", "--since", SINCE, "--until", UNTIL, "--format", "json", *extra,
+        env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_reconcile_finds_the_seeded_gaps_then_backfill_closes_them(double, trail) -> None:
+    store, azurite = trail
+    ids = _seed(double, store)
+    env = _env(store, double, azurite)
+    double.throttle(2, retry_after=1)  # service protection limits on the way
+    status, found = _reconcile(env, "--page-size", "4")
+    assert status == 1
+    assert found["sessions"] == 8
+    assert (found["since"], found["until"]) == (
+        "2026-12-01T00:00:00.000Z",
+        "2026-12-02T00:00:00.000Z",
+    )
+    assert found["missing"] == [
+        {
+            "processsession_id": ids["missing"],
+            "modifiedon": "2026-12-01T08:00:00Z",
+            "regarding_logical_name": "sample_bankaccount",
+            "regarding_id": BANK,
+        }
+    ]
+    assert [b["processsession_id"] for b in found["behind"]] == [ids["behind"]]
+    assert found["behind"][0]["regarding_logical_name"] == "account"
+    assert [o["processsession_id"] for o in found["only_in_trail"]] == [ids["deleted"]]
+    pages = [s for s in double.seen if "processsessions?" in s.path]
+    assert len(pages) >= 3  # page size 3 on the server: followed through every nextLink
+
+    dry = run_cli("backfill", "--since", SINCE, "--until", UNTIL, "--dry-run", env=env, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert len(dry.stdout.splitlines()) == 2
+    assert "would write 2" in dry.stderr
+    assert _reconcile(env)[0] == 1  # nothing was written
+
+    done = run_cli("backfill", "--since", SINCE, "--until", UNTIL, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    written = {e["processsession_id"]: e for e in map(json.loads, done.stdout.splitlines())}
+    assert set(written) == {ids["missing"], ids["behind"]}
+    missing = written[ids["missing"]]
+    assert (missing["origin"], missing["verdict"], missing["reason"]) == (
+        "backfill",
+        "accepted",
+        None,
+    )
+    assert (missing["regarding_logical_name"], missing["regarding_id"]) == (
+        "sample_bankaccount",
+        BANK,
+    )
+    assert missing["regarding_source"] == "web_api"
+    assert missing["organization_id"] == ORG  # the trail's own organization
+    assert all(c["old"] is None for c in missing["changes"])
+    behind = written[ids["behind"]]
+    assert (behind["verdict"], behind["reason"], behind["message_name"]) == (
+        "rejected",
+        "regarding_not_bankaccount",
+        "Update",
+    )
+
+    again = run_cli("backfill", "--since", SINCE, "--until", UNTIL, env=env, check=False)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == ""
+    assert "would write" not in again.stderr
+    assert "wrote 0 new of 0" in again.stderr
+    status, found = _reconcile(env)
+    assert status == 0
+    assert (found["missing"], found["behind"]) == ([], [])
+    assert [o["processsession_id"] for o in found["only_in_trail"]] == [ids["deleted"]]
+
+
+def test_a_live_event_of_a_backfilled_version_takes_its_place(double, tmp_path) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    session = _id("late")
+    double.add_session(
+        session, modifiedon=T0 + timedelta(hours=3), regarding=("sample_bankaccount", BANK)
+    )
+    env = _env(store, double)
+    assert run_cli("backfill", "--since", SINCE, "--until", UNTIL, env=env).returncode == 0
+    shown = run_cli("entries", "--session", session, "--format", "jsonl", env=env).stdout
+    assert [json.loads(line)["origin"] for line in shown.splitlines()] == ["backfill"]
+    # the live event of the same version arrives late: recorded, and shown in its place
+    live = make_entry(9, session=session, when=T0 + timedelta(hours=3, seconds=1))
+    assert store.write([live]) == 1
+    shown = run_cli("entries", "--session", session, "--format", "jsonl", env=env).stdout
+    assert [json.loads(line)["entry_id"] for line in shown.splitlines()] == [live.entry_id]
+    assert run_cli("backfill", "--since", SINCE, "--until", UNTIL, env=env).stdout == ""
+    store.close()
+
+
+def test_backfill_never_writes_over_a_version_the_trail_now_holds(double, tmp_path) -> None:
+    """Between the listing and the write a live event lands: the row is read again, the trail
+    is asked again, and nothing is written for that version."""
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    session = double.add_session(modifiedon=T0 + timedelta(hours=2))
+    from shared.dataverse.webapi import WebApi
+    from shared.reconcile import backfill
+
+    api = WebApi(double.url, lambda: TOKEN)
+
+    class LandsMeanwhile(SqliteAuditStore):
+        calls = 0
+
+        def by_session(self, *args, **kwargs):
+            type(self).calls += 1
+            if type(self).calls == 2:  # reconcile asked first; backfill asks again before writing
+                store.write([make_entry(5, session=session, when=T0 + timedelta(hours=2))])
+            return super().by_session(*args, **kwargs)
+
+    racing = LandsMeanwhile(tmp_path / "audit.sqlite3")
+    done = backfill(api, racing, T0, T0 + timedelta(days=1))
+    assert done.entries == []
+    assert done.skipped == [(session, "the trail holds this version now")]
+    racing.close()
+    store.close()
+
+
+def test_reconcile_usage_and_connection_errors_exit_2(tmp_path) -> None:
+    env = {"AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"), "DATAVERSE_ACCESS_TOKEN": TOKEN}
+    done = run_cli("reconcile", "--since", SINCE, "--until", UNTIL, env=env, check=False)
+    assert done.returncode == 2
+    assert "--environment" in done.stderr
+    assert done.stdout == ""
+    from devtools.processes import free_port
+
+    for command in ("reconcile", "backfill"):
+        done = run_cli(
+            command, "--since", SINCE, "--until", UNTIL,
+            "--environment", f"http://127.0.0.1:{free_port()}",
+            env=env, check=False, timeout=90,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "no answer" in done.stderr
+    done = run_cli(
+        "reconcile", "--since", UNTIL, "--until", SINCE, "--environment", "https://x.example",
+        env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "not earlier than" in done.stderr
+
+
+def test_a_refused_token_exits_2_and_is_never_printed(double, tmp_path) -> None:
+    env = {
+        "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"),
+        "DATAVERSE_ACCESS_TOKEN": "WRONG-SECRET-TOKEN",
+        "DATAVERSE_URL": double.url,
+    }
+    done = run_cli("reconcile", "--since", SINCE, "--until", UNTIL, env=env, check=False)
+    assert done.returncode == 2
+    assert "HTTP 401" in done.stderr
+    assert "WRONG-SECRET-TOKEN" not in done.stderr + done.stdout
+
+
+def test_reconcile_prints_a_table_on_request(double, tmp_path) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    missing = double.add_session(modifiedon=T0 + timedelta(hours=1))
+    done = run_cli(
+        "reconcile", "--since", SINCE, "--until", UNTIL, "--format", "table",
+        env=_env(store, double), check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "missing" in done.stdout
+    assert missing in done.stdout
+    assert "1 missing, 0 behind" in done.stderr
+    store.close()
+
+
+def test_a_backfilled_entry_is_judged_by_the_same_rule() -> None:
+    def row(logical: str | None) -> SessionRow:
+        return SessionRow(
+            processsession_id=_id("s"),
+            modifiedon="2026-12-01T01:00:00Z",
+            modified=T0 + timedelta(hours=1),
+            created=T0,
+            regarding_logical_name=logical,
+            regarding_id=BANK if logical else None,
+            regarding_name=None,
+            name="n",
+            modified_by=None,
+            columns={"name": "n", "_regardingobjectid_value": BANK if logical else None},
+        )
+
+    verdicts = {
+        logical: (e.verdict.value, e.reason.value if e.reason else None)
+        for logical in ("sample_bankaccount", "account", None)
+        for e in [backfill_entry(row(logical), ORG, T0)]
+    }
+    assert verdicts == {
+        "sample_bankaccount": ("accepted", None),
+        "account": ("rejected", "regarding_not_bankaccount"),
+        None: ("rejected", "regarding_empty"),
+    }
+    same = backfill_entry(row("account"), ORG, T0 + timedelta(days=1))
+    assert same.entry_id == backfill_entry(row("account"), ORG, T0).entry_id
