@@ -193,6 +193,7 @@ QUEUES = (
     "long-run",
     "storm",
     "hostile-text",
+    "resolve:lock=2",
 )
 BROKER_ENTITIES = (
     *(arg for queue in QUEUES for arg in ("--queue", queue)),

@@ -1,0 +1,190 @@
+"""The regarding resolver (AUDIT_RESOLVE_REGARDING) against the Web API double: in the real
+Functions runtime harness, in the worker over AMQP, in ``run``, and in the pipeline itself."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.dataverse.webapi import WebApi
+from shared.pipeline import Pipeline, Policy, StoreRetry
+from shared.resolver import RegardingResolver
+from shared.servicebus import Source, Worker, peek_dead_letters, send
+from shared.stores.sqlite import SqliteAuditStore
+from shared.verdicts import Settlement
+from tests.conftest import load_samples, run_cli
+from tests.dataverse_double import TOKEN, DataverseDouble
+from tests.functions_host.host import FunctionsHost
+from tests.test_functions_runtime import _index_and_open_the_store, host_message, sqlite_env
+
+NAME = "json-update-no-regarding"
+SESSION = "0f3b5d7e-2c3f-ef11-9f89-000d3a5c2b71"  # its PrimaryEntityId
+BANK = "6f9c2d4e-8a1b-4c3d-9e5f-0a1b2c3d4e5f"
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def double():
+    with DataverseDouble() as started:
+        started.add_session(
+            SESSION, modifiedon=T0, regarding=("sample_bankaccount", BANK), regarding_name="Savings"
+        )
+        yield started
+    assert started.violations == []
+
+
+def _asked_for(double: DataverseDouble, session: str) -> int:
+    return sum(1 for s in double.seen if session in s.path)
+
+
+def _resolving(double: DataverseDouble, store, **retry) -> Pipeline:
+    api = WebApi(double.url, lambda: TOKEN, budget=retry.pop("budget", 60))
+    return Pipeline(
+        store,
+        Policy(resolve_regarding=True),
+        resolver=RegardingResolver(api),
+        retry=StoreRetry(**retry),
+    )
+
+
+def test_the_functions_trigger_resolves_and_waits_out_an_outage_renewing_locks(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    samples = load_samples()
+    env = sqlite_env(
+        tmp_path,
+        AUDIT_RESOLVE_REGARDING="true",
+        DATAVERSE_URL=double.url,
+        DATAVERSE_ACCESS_TOKEN=TOKEN,
+        AUDIT_LOCK_RENEWAL_SECONDS="0.3",
+    )
+    with FunctionsHost(env, tmp_path / "worker.log") as host:
+        _index_and_open_the_store(host)
+        double.throttle(3, retry_after=1, status=503)  # the Web API is out for 3 s
+        sent = [host_message(samples[NAME]), host_message(samples["json-create-bankaccount"])]
+        invocation = host.service_bus_batch("process_session_queue", sent)
+        assert invocation.succeeded, invocation.exception
+        calls = host.settlement.taken()
+        resolved = [c.method for c in calls if c.lock_token == str(sent[0].lock_token)]
+        assert resolved[-1] == "complete"
+        assert resolved.count("renew") >= 3, resolved
+        assert {c.method for c in calls} <= {"renew", "complete"}
+    assert _asked_for(double, SESSION) == 4  # three refused, then one answer
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3", read_only=True)
+    entries = {e.processsession_id: e.to_json_dict() for e in store.in_range().entries}
+    store.close()
+    entry = entries[SESSION]
+    assert (entry["verdict"], entry["reason"], entry["regarding_source"]) == (
+        "accepted",
+        None,
+        "web_api",
+    )
+    assert (entry["regarding_id"], entry["regarding_name"]) == (BANK, "Savings")
+    assert entry["regarding_read_at"] is not None
+    # the other message held its regarding: no look-up, its source is the message's
+    assert (
+        entries[samples["json-create-bankaccount"].expected["processsession_id"]][
+            "regarding_source"
+        ]
+        == "target"
+    )
+
+
+def test_the_worker_resolves_over_amqp_and_keeps_its_locks_through_an_outage(
+    double: DataverseDouble, servicebus, tmp_path: Path
+) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    source = Source(queue="resolve")
+    message = load_samples()[NAME].message
+    send(servicebus, source, [message, message])  # one session twice: one look-up per batch
+    double.throttle(3, retry_after=1, status=503)  # longer than the broker's 2 s lock
+    stats = Worker(servicebus, _resolving(double, store), source, max_wait_time=2).run(
+        until_idle=True
+    )
+    assert stats.settlements == {Settlement.COMPLETE: 2}
+    assert peek_dead_letters(servicebus, source) == []
+    (entry,) = store.in_range().entries
+    assert (entry.verdict.value, entry.regarding_source, entry.delivery_count) == (
+        "accepted",
+        "web_api",
+        0,
+    )
+    assert _asked_for(double, SESSION) == 4
+    store.close()
+
+
+def test_a_look_up_that_keeps_failing_is_retried_in_place_then_succeeds(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    """The client gives up (Retry-After past its 1 s budget) twice; the pipeline waits in
+    place and asks again, as it does for a store."""
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    double.throttle(2, retry_after=5)
+    pipeline = _resolving(double, store, budget=1, first_delay=0.1, max_delay=0.2)
+    pipeline.retry = StoreRetry(budget=30, first_delay=0.1, max_delay=0.2)
+    (outcome,) = pipeline.handle([load_samples()[NAME].message])
+    assert outcome.settlement is Settlement.COMPLETE
+    assert outcome.decision.entry is not None
+    assert outcome.decision.entry.regarding_source == "web_api"
+    store.close()
+
+
+def test_a_look_up_past_the_budget_retries_the_message_and_writes_nothing(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    double.throttle(10, retry_after=5)
+    pipeline = _resolving(double, store, budget=1, first_delay=0.1, max_delay=0.2)
+    (outcome,) = pipeline.handle([load_samples()[NAME].message])
+    assert outcome.settlement is Settlement.RETRY
+    assert outcome.settlement_reason is not None
+    assert outcome.settlement_reason.value == "dataverse_unavailable"
+    assert store.count() == 0
+    store.close()
+
+
+def test_a_session_no_longer_in_dataverse_is_rejected_with_its_own_reason(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    double.delete_session(SESSION)
+    (outcome,) = _resolving(double, store).handle([load_samples()[NAME].message])
+    assert outcome.settlement is Settlement.COMPLETE
+    entry = outcome.decision.entry
+    assert entry is not None
+    assert (entry.verdict.value, entry.reason and entry.reason.value) == (
+        "rejected",
+        "session_not_in_dataverse",
+    )
+    store.close()
+
+
+def test_run_resolves_when_on_and_asks_nothing_when_off(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    body = str(Path("samples") / f"{NAME}.body")
+    env = {
+        "AUDIT_SQLITE_PATH": str(tmp_path / "off.sqlite3"),
+        "DATAVERSE_URL": double.url,
+        "DATAVERSE_ACCESS_TOKEN": TOKEN,
+        "AUDIT_RESOLVE_REGARDING": "false",
+    }
+    run_cli("run", body, env=env)
+    off = run_cli("entries", "--format", "jsonl", env=env).stdout
+    assert json.loads(off)["reason"] == "regarding_not_in_message"
+    assert double.seen == []
+    env |= {"AUDIT_SQLITE_PATH": str(tmp_path / "on.sqlite3"), "AUDIT_RESOLVE_REGARDING": "true"}
+    run_cli("run", body, env=env)
+    on = json.loads(run_cli("entries", "--format", "jsonl", env=env).stdout)
+    assert (on["verdict"], on["regarding_source"], on["regarding_id"]) == (
+        "accepted",
+        "web_api",
+        BANK,
+    )
+    env.pop("DATAVERSE_URL")
+    done = run_cli("run", body, env={**env, "DATAVERSE_URL": ""}, check=False)
+    assert done.returncode == 2
+    assert "needs DATAVERSE_URL" in done.stderr
