@@ -27,6 +27,12 @@ param principalId string = ''
 @description('The trail key, 64 hex characters: `azd env set AUDIT_TRAIL_KEY "$(openssl rand -hex 32)"` before `azd up`. Keep a copy offline: verify needs it.')
 param trailKey string
 
+@description('Dataverse environment URL, https://<org>.crm.dynamics.com: the regarding resolver and the daily reconcile read its Web API as the app identity (an application user, docs/operations.md). Empty: neither runs.')
+param dataverseUrl string = ''
+
+@description('Read a regarding the message lacks from the session row through the Web API (needs dataverseUrl).')
+param resolveRegarding bool = false
+
 @description('Resource group name; default rg-<environmentName>.')
 param resourceGroupName string = ''
 
@@ -50,6 +56,8 @@ module resources 'resources.bicep' = {
     redactColumns: redactColumns
     principalId: principalId
     trailKey: trailKey
+    dataverseUrl: dataverseUrl
+    resolveRegarding: resolveRegarding
   }
 }
 

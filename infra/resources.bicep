@@ -17,6 +17,9 @@ param principalId string = ''
 param trailKey string
 @description('Days a window seal blob can be neither changed nor deleted (time-based retention, WORM). Lock the policy once it is right (docs/operations.md).')
 param sealRetentionDays int = 2555
+@description('Dataverse environment URL for the resolver and the daily reconcile; empty: neither runs.')
+param dataverseUrl string = ''
+param resolveRegarding bool = false
 
 param queueName string = 'processsession-events'
 param topicName string = 'processsession-events'
@@ -292,6 +295,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       AUDIT_SEAL_CONTAINER: sealContainerName
       AUDIT_SEAL_GRACE_MINUTES: '15'
       AUDIT_SEAL_SCHEDULE: '0 20 * * * *'
+      // Dataverse's Web API, read as the app identity (an application user with read on
+      // processsession only, docs/operations.md): the regarding resolver, and the reconcile
+      // of the previous UTC day at 01:30 (alerted on below).
+      DATAVERSE_URL: dataverseUrl
+      AUDIT_RESOLVE_REGARDING: resolveRegarding ? 'true' : 'false'
+      AUDIT_RECONCILE_SCHEDULE: '0 30 1 * * *'
       AZURE_CLIENT_ID: identity.properties.clientId
       ALLOWED_ORGANIZATION_IDS: allowedOrganizationIds
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
@@ -394,6 +403,63 @@ resource metricsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// Alerts (no action group is attached: add yours to notify; docs/operations.md).
+// The daily reconcile logs one line with customDimensions.reconcile_gaps = missing + behind.
+resource reconcileGapsAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-reconcile-gaps-${token}'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Audit trail incomplete: reconcile found sessions missing or behind'
+    description: 'Run `psaudit backfill --since <day> --until <next day>` after finding why events were lost (docs/operations.md).'
+    severity: 2
+    enabled: true
+    scopes: [ appInsights.id ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'P1D'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message startswith "reconcile_trail:" | extend gaps = toint(customDimensions.reconcile_gaps) | summarize gaps = max(gaps)'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'gaps'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+  }
+}
+
+resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-dead-letters-${token}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Messages were dead-lettered: `psaudit dlq peek` shows their reasons (docs/operations.md).'
+    severity: 2
+    enabled: true
+    scopes: [ serviceBus.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'deadLettered'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'DeadletteredMessages'
+          timeAggregation: 'Average'
+          operator: 'GreaterThan'
+          threshold: 0
+        }
+      ]
+    }
   }
 }
 

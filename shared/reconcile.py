@@ -291,3 +291,20 @@ def backfill(
         for start in range(0, len(done.entries), WRITE_BATCH):
             done.written += store.write(done.entries[start : start + WRITE_BATCH])
     return done
+
+
+def reconcile_previous_day(
+    environment: str, store: AuditStore, now: datetime
+) -> tuple[Reconciliation, dict[str, int]]:
+    """Reconcile the UTC day before ``now`` (the timer's job); the result and its counts."""
+    from shared.dataverse.webapi import build_web_api
+
+    until = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    found = reconcile(build_web_api(environment), store, until - timedelta(days=1), until)
+    counts = {
+        "sessions": found.sessions,
+        "missing": len(found.missing),
+        "behind": len(found.behind),
+        "only_in_trail": len(found.only_in_trail),
+    }
+    return found, counts

@@ -36,6 +36,19 @@ class Telemetry:
                 unit="ms",
                 description="time to decide and store one message (batch time / batch size)",
             )
+            self._reconciled = meter.create_counter(
+                "processsession_audit.reconcile.sessions",
+                unit="1",
+                description="sessions a reconcile found, by finding: missing, behind, "
+                "only_in_trail, and all sessions read (the alert sums missing + behind)",
+            )
+
+    def reconciled(self, counts: dict[str, int]) -> None:
+        """The counts of one reconcile, each under its ``finding``."""
+        if not self.enabled:
+            return
+        for finding, count in counts.items():
+            self._reconciled.add(count, {"finding": finding})
 
     def record(self, outcomes: Sequence[Outcome], seconds: float) -> None:
         """Count each outcome and record the per-message processing time of the batch."""

@@ -83,6 +83,7 @@ def test_registered_functions_and_their_bindings():
         "bankaccount_audit",
         "processsession_audit",
         "seal_trail",
+        "reconcile_trail",
     }
     assert functions["seal_trail"]["bindings"] == [
         {

@@ -188,3 +188,37 @@ def test_run_resolves_when_on_and_asks_nothing_when_off(
     done = run_cli("run", body, env={**env, "DATAVERSE_URL": ""}, check=False)
     assert done.returncode == 2
     assert "needs DATAVERSE_URL" in done.stderr
+
+
+def test_the_reconcile_timer_runs_inside_the_worker_and_logs_the_counts(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    """The timer, invoked by the real worker library as the host invokes one: yesterday's
+    sessions against the trail, one log line with the counts the alert reads."""
+    from datetime import timedelta
+
+    yesterday = datetime.now(UTC).replace(hour=12, minute=0, second=0) - timedelta(days=1)
+    double.add_session(modifiedon=yesterday, regarding=("sample_bankaccount", BANK))
+    env = sqlite_env(
+        tmp_path,
+        DATAVERSE_URL=double.url,
+        DATAVERSE_ACCESS_TOKEN=TOKEN,
+        AUDIT_RECONCILE_SCHEDULE="0 30 1 * * *",
+    )
+    with FunctionsHost(env, tmp_path / "worker.log") as host:
+        _index_and_open_the_store(host)
+        p = host.protos
+        timer = '{"Schedule":{"AdjustForDST":true},"ScheduleStatus":null,"IsPastDue":false}'
+        invocation = host.invoke(
+            "reconcile_trail", [p.ParameterBinding(name="timer", data=p.TypedData(json=timer))], {}
+        )
+        assert invocation.succeeded, invocation.exception
+        day = yesterday.replace(hour=0)
+        n = sum(
+            1
+            for row in double.rows("processsessions")
+            if day.strftime("%Y-%m-%d") == row["modifiedon"][:10]
+        )  # ours, and the fixture's when today is 2026-12-02
+        assert f"{n} session(s), {n} missing, 0 behind" in host.log_text()
+    listing = [s.path for s in double.seen if "processsessions?" in s.path]
+    assert len(listing) == 1
