@@ -222,3 +222,32 @@ def test_the_reconcile_timer_runs_inside_the_worker_and_logs_the_counts(
         assert f"{n} session(s), {n} missing, 0 behind" in host.log_text()
     listing = [s.path for s in double.seen if "processsessions?" in s.path]
     assert len(listing) == 1
+
+
+def test_with_the_resolver_off_no_web_api_code_is_imported(tmp_path: Path) -> None:
+    """Indexing the app and handling a message with the defaults load none of the Web API
+    client, the resolver or reconcile: the cold start does not pay for them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, function_app\n"
+        "function_app.app.get_functions()\n"
+        "from shared.bootstrap import build_pipeline\n"
+        "from shared.settings import load_settings\n"
+        "from tests.conftest import load_samples\n"
+        "p = build_pipeline(load_settings())\n"
+        "p.handle([load_samples()['json-update-no-regarding'].message])\n"
+        "print(sorted(m for m in sys.modules if m in "
+        "{'shared.dataverse.webapi', 'shared.resolver', 'shared.reconcile', "
+        "'shared.dataverse.sessions'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={"AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stderr
