@@ -621,7 +621,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     _check_range(args)
     api = _web_api(args, settings)
-    store = build_store(settings, read_only=args.dry_run)
+    store = _trail_to_compare(settings) if args.dry_run else build_store(settings)
     try:
         done = backfill(
             api,

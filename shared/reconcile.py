@@ -279,7 +279,7 @@ def backfill(
         return done
     organization = organization_of(api, allowed_organizations, found.organization_id)
     for listed in found.gaps:
-        row = read_session(api, listed.processsession_id)
+        row = read_session(api, listed.processsession_id, every_column=True)
         if row is None:
             done.skipped.append((listed.processsession_id, "deleted since it was listed"))
             continue

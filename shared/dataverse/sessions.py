@@ -27,8 +27,10 @@ from shared.dataverse.webapi import (
 ENTITY_SET = "processsessions"
 REGARDING = "_regardingobjectid_value"
 MODIFIED_BY = "_modifiedby_value"
-#: what reconcile and backfill read of each row
-COLUMNS = (
+#: what the resolver and reconcile's listing read of each row: only what they compare
+COLUMNS = ("processsessionid", "modifiedon", REGARDING)
+#: the columns a backfilled entry shows (read whole: ``read_session(..., every_column=True)``)
+ENTRY_COLUMNS = (
     "processsessionid",
     "name",
     "createdon",
@@ -91,7 +93,7 @@ class SessionRow:
             regarding_name=shown if isinstance(shown, str) and regarding_id else None,
             name=name if isinstance(name, str) else None,
             modified_by=_guid(row.get(MODIFIED_BY)),
-            columns={k: v for k, v in row.items() if k in COLUMNS and "@" not in k},
+            columns={k: v for k, v in row.items() if k in ENTRY_COLUMNS},
         )
 
     def summary(self) -> dict[str, Any]:
@@ -104,9 +106,11 @@ class SessionRow:
         }
 
 
-def read_session(api: WebApi, session_id: str) -> SessionRow | None:
-    """One session by id, or None when Dataverse says it does not exist (404)."""
-    row = api.row(ENTITY_SET, session_id, COLUMNS, prefer=(ANNOTATIONS,))
+def read_session(api: WebApi, session_id: str, *, every_column: bool = False) -> SessionRow | None:
+    """One session by id, or None when Dataverse says it does not exist (404).
+    ``every_column`` (backfill, rare) asks without ``$select``: the row as Dataverse holds
+    it, whatever columns the environment has; otherwise only ``COLUMNS``."""
+    row = api.row(ENTITY_SET, session_id, () if every_column else COLUMNS, prefer=(ANNOTATIONS,))
     return SessionRow.from_json(row) if row is not None else None
 
 

@@ -339,8 +339,9 @@ class WebApi:
     def row(
         self, entity_set: str, row_id: str, select: Sequence[str], *, prefer: Sequence[str] = ()
     ) -> dict[str, Any] | None:
-        """One row by id, or None when Dataverse answers 404 (no such row)."""
-        path = f"{entity_set}({row_id})?$select={','.join(select)}"
+        """One row by id, or None when Dataverse answers 404 (no such row); an empty
+        ``select`` asks for every column."""
+        path = f"{entity_set}({row_id})" + (f"?$select={','.join(select)}" if select else "")
         response = self.request("GET", path, prefer=prefer, allow=frozenset({404}))
         if response.status_code == 404:
             return None
