@@ -9,6 +9,7 @@ import azure.functions as func
 from functions.audit_api import bp as audit_api_bp
 from functions.process_session import bp as process_session_bp
 from functions.reconcile_trail import bp as reconcile_trail_bp
+from functions.timeline_page import bp as timeline_page_bp
 from functions.trail_seal import bp as trail_seal_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -16,3 +17,4 @@ app.register_functions(process_session_bp)
 app.register_functions(audit_api_bp)
 app.register_functions(trail_seal_bp)
 app.register_functions(reconcile_trail_bp)
+app.register_functions(timeline_page_bp)

@@ -250,22 +250,117 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _write_format(fmt: str, entries: Iterable[AuditEntry], out: TextIO) -> int:
+    if fmt == "csv":
+        from shared.timeline import write_csv
+
+        return write_csv(entries, out)
+    return write_jsonl(entries, out)
+
+
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     _check_range(args)
+    if args.output is not None:
+        _check_output(args.output, args.force)
     store = build_store(settings, read_only=True)
     try:
         if args.output is None:
-            count = write_jsonl(_selected(store, args), sys.stdout)
+            count = _write_format(args.format, _selected(store, args), sys.stdout)
         else:
-            _check_output(args.output)
-            args.output.parent.mkdir(parents=True, exist_ok=True)
             partial = args.output.with_name(args.output.name + ".partial")
-            with partial.open("w", encoding="utf-8") as out:
-                count = write_jsonl(_selected(store, args), out)
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                count = _write_format(args.format, _selected(store, args), out)
             partial.replace(args.output)  # a failed export never leaves a file that looks whole
     finally:
         store.close()
     print(f"exported {count} entries", file=sys.stderr)
+    return 0
+
+
+def _text_width() -> int | None:
+    """The width to wrap text at: the terminal's, or COLUMNS when set; None (no wrapping)
+    when piped with no COLUMNS."""
+    import os
+    import shutil
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM."""
+    from shared.dataverse.webapi import _loopback
+    from shared.web.serve import serve
+
+    if not _loopback(args.host):
+        print(
+            f"warning: serving on {args.host}, which is not loopback: no key protects these "
+            "pages; anyone who reaches the port reads the trail",
+            file=sys.stderr,
+        )
+    store = build_store(settings, read_only=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    ready = threading.Event()
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    threading.Thread(
+        target=lambda: (
+            ready.wait()
+            and print(
+                f"serving http://{shown}:{args.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True
+            )
+        ),
+        daemon=True,
+    ).start()
+    try:
+        serve(store, args.host, args.port, settings.dataverse_url, ready=ready, stop=stop)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
+    """One block per event, oldest first; exit 1 when the record has no entry."""
+    from shared.timeline import timeline_text, write_csv
+
+    if bool(args.id) == bool(args.session):
+        raise ValueError("name a bank account (ID) or a session (--session ID), not both")
+    _check_range(args)
+    store = build_store(settings, read_only=True)
+    try:
+        entries = iter_entries(
+            store,
+            regarding=args.id,
+            session=args.session,
+            since=args.since,
+            until=args.until,
+        )
+        if args.verdict:
+            entries = (e for e in entries if e.verdict.value in args.verdict)
+        fmt = args.format or "text"
+        if fmt == "jsonl":
+            count = write_jsonl(entries, sys.stdout)
+        elif fmt == "csv":
+            count = write_csv(entries, sys.stdout)
+        else:
+            title = (
+                f"timeline of bank account {args.id}"
+                if args.id
+                else f"timeline of session {args.session}"
+            )
+            width = _text_width()
+            count = 0
+            for line in timeline_text(entries, width or 1_000_000, title):
+                count += line == ""
+                print(line)
+            count -= 1  # the blank line before the count
+    finally:
+        store.close()
+    if count == 0:
+        print("no audit entries for that record (and filters)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -300,14 +395,16 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
-def _check_output(path: Path) -> None:
-    """``export --output`` replaces only a regular file (or creates one): never a folder, a
-    device such as /dev/full, or a FIFO, which a rename would clobber."""
+def _check_output(path: Path, force: bool = False) -> None:
+    """``export --output`` writes a regular file in a folder that exists; an existing file
+    only with ``--force``; never a folder, a device such as /dev/full, or a FIFO."""
     if path.exists() and not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file"
         raise ValueError(f"--output {path} is {kind}; name a file to write the export to")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ValueError(f"--output {path}: {path.parent} is not a folder")
+    if not path.parent.is_dir():
+        raise ValueError(f"--output {path}: the folder {path.parent} does not exist")
+    if path.exists() and not force:
+        raise ValueError(f"--output {path} exists; add --force to replace it")
 
 
 def _servicebus(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
@@ -739,7 +836,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"psaudit {_version()}")
     parser.add_argument("--db", type=Path, help="SQLite file (overrides AUDIT_SQLITE_PATH)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every decision")
+    # --db and -v after the command too (psaudit entries --db x.sqlite3)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="SQLite file (overrides AUDIT_SQLITE_PATH)",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log every decision"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_parser = commands.add_parser
+
+    def add_parser(name: str, **options: Any) -> argparse.ArgumentParser:
+        return _add_parser(name, parents=[common, *options.pop("parents", [])], **options)
+
+    commands.add_parser = add_parser  # type: ignore[method-assign]
 
     run = commands.add_parser("run", help="process message files into the audit store")
     _paths_argument(run)
@@ -768,11 +882,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     entries.set_defaults(handler=cmd_entries)
 
-    export = commands.add_parser("export", help="stream the audit trail as JSON lines")
-    export.add_argument("--format", choices=("jsonl",), default="jsonl")
+    export = commands.add_parser(
+        "export",
+        help="stream the audit trail as JSON lines or CSV",
+        description="Example: psaudit export --since 2026-12-01 --format csv --output dec.csv",
+    )
+    export.add_argument(
+        "--format",
+        choices=("jsonl", "csv"),
+        default="jsonl",
+        help="jsonl (one entry per line) or csv (one row per entry, changes flattened, cells "
+        "that a spreadsheet would run as formulas neutralised)",
+    )
     _time_range_options(export)
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    export.add_argument("--force", action="store_true", help="replace an existing --output file")
     export.set_defaults(handler=cmd_export)
+
+    timeline = commands.add_parser(
+        "timeline",
+        help="a bank account's (or a session's) events, oldest first, as people read them",
+        description="Examples: psaudit timeline 6f9c2d4e-8a1b-4c3d-9e5f-0a1b2c3d4e5f; "
+        "psaudit timeline --session 0f3b5d7e-2c3f-ef11-9f89-000d3a5c2b71 --format csv",
+    )
+    timeline.add_argument("id", nargs="?", type=_guid, help="the bank account's id")
+    timeline.add_argument("--session", type=_guid, help="a processsession id instead")
+    timeline.add_argument(
+        "--verdict",
+        action="append",
+        choices=[v.value for v in Verdict if v is not Verdict.MALFORMED],
+        help="only events with this verdict (repeatable)",
+    )
+    _time_range_options(timeline)
+    timeline.add_argument(
+        "--format",
+        choices=("text", "jsonl", "csv"),
+        help="text (default; wrapped between words at the terminal's width), jsonl or csv",
+    )
+    timeline.set_defaults(handler=cmd_timeline)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the timeline pages and the JSON read API on this machine",
+        description="Example: psaudit --db .data/audit.sqlite3 serve --port 7071, then open "
+        "http://127.0.0.1:7071/ (no key on loopback; the Functions app is what serves others)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    serve.add_argument("--port", type=int, default=7071, help="port (default 7071)")
+    serve.set_defaults(handler=cmd_serve)
 
     check = commands.add_parser(
         "check-store",

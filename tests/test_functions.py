@@ -84,6 +84,8 @@ def test_registered_functions_and_their_bindings():
         "processsession_audit",
         "seal_trail",
         "reconcile_trail",
+        "bankaccount_timeline",
+        "processsession_timeline",
     }
     assert functions["seal_trail"]["bindings"] == [
         {

@@ -33,7 +33,8 @@ from tests.functions_host.amqp import HostMessage, binding_content
 from tests.functions_host.host import ROOT, FunctionsHost
 
 FUNCTIONS = {"process_session_queue", "process_session_topic", "bankaccount_audit",
-             "processsession_audit", "seal_trail", "reconcile_trail"}  # fmt: skip
+             "processsession_audit", "seal_trail", "reconcile_trail",
+             "bankaccount_timeline", "processsession_timeline"}  # fmt: skip
 ENTITY_SETTINGS = {
     "PROCESS_SESSION_QUEUE": "processsessions",
     "PROCESS_SESSION_TOPIC": "dataverse",

@@ -1,0 +1,166 @@
+"""The trail as people read it: a timeline of events (text, CSV), transport-free.
+
+Every value shown comes from a message, so every value is data: control characters are made
+visible (``escape_controls``) and nothing is shortened. Text is wrapped only between words
+(a word longer than the line stays whole), so a narrow terminal shows the same words as a
+wide one, only broken into other lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import textwrap
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from shared.audit import AuditEntry, Change
+
+ARROW = "\u2192"
+#: what a spreadsheet would run as a formula when a cell begins with it (OWASP, CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_COLUMNS = (
+    "operation_created_on",
+    "message_name",
+    "verdict",
+    "reason",
+    "processsession_id",
+    "processsession_name",
+    "regarding_logical_name",
+    "regarding_id",
+    "regarding_name",
+    "regarding_source",
+    "user_id",
+    "initiating_user_id",
+    "origin",
+    "changes",
+    "entry_id",
+    "recorded_at",
+)
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` on one line with every control, bidi and zero-width character written as an
+    escape (``\\n``, ``\\u202e``), so a stored value cannot forge lines or reorder text."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\u{ord(char):04x}")
+
+    return _CONTROLS.sub(escape, text)
+
+
+def describe(value: Any) -> str:
+    """A change's value for people: a lookup by its name (else table and id), a choice by its
+    label (else its value), nothing as ``(empty)``, anything else as compact JSON."""
+    if value is None:
+        return "(empty)"
+    if isinstance(value, str):
+        return visible(value) if value else '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dict):
+        if "logical_name" in value and "id" in value and "attributes" not in value:
+            name = value.get("name")
+            shown = f"{value.get('logical_name')} {value.get('id')}"
+            return visible(f"{name} ({shown})") if name else visible(shown)
+        if "value" in value and set(value) <= {"value", "label"}:
+            label = value.get("label")
+            return visible(str(label)) if label else str(value["value"])
+    return visible(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
+def change_line(change: Change) -> str:
+    """``column: old → new``."""
+    return f"{visible(change.column)}: {describe(change.old)} {ARROW} {describe(change.new)}"
+
+
+def _when(entry: AuditEntry) -> str:
+    return entry.operation_created_on.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def event_lines(entry: AuditEntry) -> list[str]:
+    """One event as logical lines (each wrapped later): header, who, what."""
+    verdict = entry.verdict.value + (f" ({entry.reason.value})" if entry.reason else "")
+    lines = [f"{_when(entry)}  {entry.message_name}  {verdict}"]
+    name = visible(entry.processsession_name) if entry.processsession_name else "(no name)"
+    lines.append(f"session: {name} {entry.processsession_id}")
+    who = f"user: {entry.user_id}"
+    if entry.initiating_user_id != entry.user_id:
+        who += f" initiated by {entry.initiating_user_id}"
+    lines.append(who)
+    if entry.regarding_id:
+        regarding = f"regarding: {entry.regarding_logical_name} {entry.regarding_id}"
+        if entry.regarding_name:
+            regarding += f" {visible(entry.regarding_name)}"
+        lines.append(regarding + f" (from {entry.regarding_source})")
+    if entry.origin != "event":
+        lines.append(f"origin: {entry.origin} (read from Dataverse; old values unknown)")
+    lines += [change_line(change) for change in entry.changes] or ["no column changed"]
+    return lines
+
+
+def wrap(line: str, width: int, indent: str) -> list[str]:
+    """``line`` wrapped between words only: a long word (an id, a URL) overflows rather than
+    breaking; hyphens never break."""
+    return textwrap.wrap(
+        line,
+        width=max(width, 20),
+        initial_indent=indent,
+        subsequent_indent=indent + "    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+        drop_whitespace=True,
+    ) or [indent]
+
+
+def timeline_text(entries: Iterable[AuditEntry], width: int, title: str) -> Iterator[str]:
+    """The timeline as text lines of at most ``width`` characters (but for longer words)."""
+    yield from wrap(title, width, "")
+    count = 0
+    for entry in entries:
+        count += 1
+        yield ""
+        header, *rest = event_lines(entry)
+        yield from wrap(header, width, "")
+        for line in rest:
+            yield from wrap(line, width, "  ")
+    yield ""
+    yield f"{count} event{'' if count == 1 else 's'}"
+
+
+def neutralise(cell: str) -> str:
+    """A cell a spreadsheet will show as text: one beginning with ``= + - @``, a tab or a
+    carriage return gets a leading apostrophe (OWASP's advice against CSV injection); the
+    text itself is kept."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+def csv_row(entry: AuditEntry) -> list[str]:
+    """One entry as CSV cells, changes flattened into one cell (``a: x → y; b: …``)."""
+    data = entry.to_json_dict()
+    cells: list[str] = []
+    for column in CSV_COLUMNS:
+        if column == "changes":
+            value = "; ".join(change_line(change) for change in entry.changes)
+        else:
+            raw = data.get(column)
+            value = "" if raw is None else str(raw)
+        cells.append(neutralise(value))
+    return cells
+
+
+def write_csv(entries: Iterable[AuditEntry], out: io.TextIOBase | Any) -> int:
+    """A header and one row per entry; returns how many entries were written."""
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    for entry in entries:
+        writer.writerow(csv_row(entry))
+        count += 1
+    return count

@@ -1,0 +1,1 @@
+"""What people look at: the timeline page and the local server (``psaudit serve``)."""

@@ -1,0 +1,260 @@
+"""The timeline as a web page (HTML), for the Functions app and ``psaudit serve`` alike.
+
+Every value shown comes from a message, so every value is data: Jinja2 escapes it
+(autoescape on), and the page carries no script at all under a Content-Security-Policy with
+``script-src 'none'``; its one inline style is allowed by its hash. No framework, no CDN: the
+page works offline, with a keyboard and a screen reader (headings, lists, labelled form
+fields, table headers), and on a phone (one column under 40 rem).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from shared.audit import AuditEntry
+from shared.rules import BANK_ACCOUNT
+from shared.stores.base import AuditStore
+from shared.timeline import describe, visible
+from shared.trail import BadRequest, TrailView, live_reader, record_id, without_superseded
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+STYLE = """
+:root{color-scheme:light dark;--line:#8884;--muted:#777;font-family:system-ui,sans-serif}
+body{margin:0 auto;max-width:72rem;padding:1rem;line-height:1.45}
+h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.05rem;margin:0 0 .4rem}
+code{font-size:.9em;overflow-wrap:anywhere}.crumb,.id,.count{color:var(--muted);margin:.2rem 0}
+.filters{display:flex;flex-wrap:wrap;gap:.6rem 1rem;align-items:end;margin:1rem 0}
+.filters label{display:flex;flex-direction:column;font-size:.9rem}
+input,select,button{font:inherit;padding:.35rem .5rem;min-height:2.5rem}
+.timeline{list-style:none;padding:0;margin:0}
+.timeline article{border:1px solid var(--line);border-radius:.5rem;padding:.8rem;margin:.8rem 0}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem;margin:.4rem 0}
+dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
+.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}
+caption{text-align:left;font-weight:600;padding:.3rem 0}
+th,td{border-top:1px solid var(--line);padding:.3rem .5rem;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}
+.verdict.accepted{color:#1a7f37}.verdict.rejected{color:#b35900}.tampered,.error{color:#c62828}
+nav{display:flex;gap:1.5rem;margin:1rem 0}a{color:inherit}
+a:focus,input:focus,select:focus,button:focus{outline:3px solid #4a90e2;outline-offset:2px}
+@media (max-width:40rem){dl{grid-template-columns:1fr}dd{margin-bottom:.3rem}}
+"""
+STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'none'; "
+    f"style-src 'sha256-{STYLE_HASH}'; img-src 'none'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+CONTENT_TYPE = "text/html; charset=utf-8"
+KINDS = {TrailView.BANK_ACCOUNT: "bankaccounts", TrailView.PROCESS_SESSION: "processsessions"}
+_VERDICTS = (("", "all"), ("accepted", "accepted"), ("rejected", "rejected"))
+
+
+@dataclass
+class HtmlPage:
+    """A page to answer: status, the HTML, the headers (CSP and friends)."""
+
+    status: int
+    body: str
+    headers: dict[str, str] = field(default_factory=lambda: dict(HEADERS))
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(["html"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _render(status: int, **values: Any) -> HtmlPage:
+    template = _environment().get_template("timeline.html")
+    defaults: dict[str, Any] = {
+        "style": Markup(STYLE),  # noqa: S704 - our constant, allowed by its hash; nothing else is raw
+        "record_id": None,
+        "error": None,
+        "lookup": None,
+        "home": "/",
+    }
+    return HtmlPage(status, template.render(**(defaults | values)))
+
+
+def _day(raw: str | None, name: str) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be a date, e.g. 2026-12-01") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _limit(raw: str | None) -> int:
+    if not raw:
+        return DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 4 or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def dataverse_record_link(environment: str | None, table: str, row_id: str) -> str | None:
+    """The record's form in Dataverse (model-driven app URL), when the environment is known."""
+    if not environment:
+        return None
+    query = urlencode({"pagetype": "entityrecord", "etn": table, "id": row_id})
+    return f"{environment.rstrip('/')}/main.aspx?{query}"
+
+
+class _Links:
+    """Links to the timelines, keeping the request's key (``code``) so that paging works
+    behind a function key."""
+
+    def __init__(self, base: str, keep: Mapping[str, str]) -> None:
+        self.base = base.rstrip("/")
+        self.keep = dict(keep)
+
+    def timeline(self, kind: str, row_id: str, **params: str) -> str:
+        query = {k: v for k, v in (self.keep | params).items() if v}
+        return f"{self.base}/{kind}/{row_id}/timeline" + (f"?{urlencode(query)}" if query else "")
+
+
+def _event(entry: AuditEntry, view: TrailView, links: _Links, tampered: set[str]) -> dict[str, Any]:
+    regarding = None
+    if entry.regarding_id:
+        regarding = f"{entry.regarding_logical_name} {entry.regarding_id}"
+        if entry.regarding_name:
+            regarding += f" ({visible(entry.regarding_name)})"
+    bank = entry.regarding_logical_name == BANK_ACCOUNT and entry.regarding_id
+    return {
+        "iso": entry.operation_created_on.isoformat(),
+        "when": entry.operation_created_on.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "message": entry.message_name,
+        "verdict": entry.verdict.value,
+        "reason": entry.reason.value if entry.reason else None,
+        "session_name": visible(entry.processsession_name)
+        if entry.processsession_name
+        else "(no name)",
+        "session_id": entry.processsession_id,
+        "session_link": links.timeline("processsessions", entry.processsession_id)
+        if view is TrailView.BANK_ACCOUNT
+        else None,
+        "user": entry.user_id,
+        "initiated_by": entry.initiating_user_id
+        if entry.initiating_user_id != entry.user_id
+        else None,
+        "regarding": regarding,
+        "regarding_link": links.timeline("bankaccounts", str(entry.regarding_id))
+        if bank and view is TrailView.PROCESS_SESSION
+        else None,
+        "origin": entry.origin,
+        "tampered": entry.entry_id in tampered,
+        "changes": [
+            {"column": visible(c.column), "old": describe(c.old), "new": describe(c.new)}
+            for c in entry.changes
+        ],
+    }
+
+
+def timeline_page(
+    store: AuditStore,
+    view: TrailView,
+    raw_id: str,
+    params: Mapping[str, str],
+    *,
+    base: str = "/api",
+    dataverse_url: str | None = None,
+    keep: Mapping[str, str] | None = None,
+) -> HtmlPage:
+    """One page of a bank account's or a session's timeline; 400 for a bad id, filter or
+    token (as a page), 404 when the record has no entry at all. Store errors propagate."""
+    kind = KINDS[view]
+    label = "Bank account" if view is TrailView.BANK_ACCOUNT else "Process session"
+    links = _Links(base, keep or {})
+    try:
+        wanted = record_id(raw_id)
+        limit = _limit(params.get("limit"))
+        since, until = _day(params.get("since"), "From"), _day(params.get("until"), "To")
+        verdict = params.get("verdict") or ""
+        if verdict not in {v for v, _ in _VERDICTS}:
+            raise BadRequest("verdict must be accepted, rejected or empty (all)")
+        continuation = params.get("continuation") or None
+        try:
+            if view is TrailView.BANK_ACCOUNT:
+                page = store.by_regarding(wanted, limit=limit, continuation=continuation)
+            else:
+                page = store.by_session(wanted, limit=limit, continuation=continuation)
+        except ValueError as exc:  # a token this service did not make
+            raise BadRequest(str(exc)) from exc
+    except BadRequest as exc:
+        return _render(400, title=f"{label} timeline", error=str(exc), kind_label=label)
+    if not page.entries and not page.unreadable and continuation is None:
+        return _render(
+            404,
+            title=f"{label} timeline",
+            error=f"No audit entries for {label.lower()} {wanted}.",
+            record_id=wanted,
+            kind_label=label,
+        )
+    read = without_superseded(page.entries, live_reader(store))
+    shown = [
+        e
+        for e in read
+        if (not verdict or e.verdict.value == verdict)
+        and (since is None or e.operation_created_on >= since)
+        and (until is None or e.operation_created_on < until)
+    ]
+    filters = {
+        "verdict": verdict,
+        "since": params.get("since", ""),
+        "until": params.get("until", ""),
+        "limit": str(limit) if params.get("limit") else "",
+    }
+    problems = [f"entry {u.entry_id} could not be read: {u.problem}" for u in page.unreadable]
+    tampered = {t.entry_id for t in page.tampered}
+    table = BANK_ACCOUNT if view is TrailView.BANK_ACCOUNT else "processsession"
+    return _render(
+        200,
+        title=f"{label} timeline",
+        kind_label=label,
+        record_id=wanted,
+        dataverse_link=dataverse_record_link(dataverse_url, table, wanted),
+        events=[_event(e, view, links, tampered) for e in shown],
+        read=len(read),
+        filtered=len(shown) != len(read),
+        problems=problems,
+        verdicts=_VERDICTS,
+        verdict=verdict,
+        since=filters["since"][:10],
+        until=filters["until"][:10],
+        limit=limit,
+        hidden=sorted(links.keep.items()),
+        next_link=links.timeline(kind, wanted, **filters, continuation=page.continuation)
+        if page.continuation
+        else None,
+        first_link=links.timeline(kind, wanted, **filters) if continuation else None,
+    )
+
+
+def index_page(lookup: str) -> HtmlPage:
+    """The start page of ``psaudit serve``: a form that opens a timeline."""
+    return _render(200, title="Audit timelines", lookup=lookup)
