@@ -7,7 +7,22 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Region for every resource (must offer Flex Consumption: check `az functionapp list-flexconsumption-locations`).')
+@description('Region for every resource: one that offers Flex Consumption.')
+// The regions of Microsoft's Flex Consumption + Service Bus azd template
+// (Azure-Samples/functions-quickstart-python-azd-service-bus). To add one, check it with
+// `az functionapp list-flexconsumption-locations --query "[].name" -o tsv` and append it here.
+@allowed([
+  'australiaeast'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'northeurope'
+  'southcentralus'
+  'southeastasia'
+  'swedencentral'
+  'uksouth'
+  'westus2'
+])
 @metadata({ azd: { type: 'location' } })
 param location string
 
@@ -22,6 +37,13 @@ param redactColumns string = ''
 
 @description('Object id of the person deploying (azd sets AZURE_PRINCIPAL_ID): granted the operator roles docs/operations.md uses (Table Data Reader for entries/export, Service Bus Data Receiver + Sender for the dlq tools). Empty grants nothing.')
 param principalId string = ''
+
+@description('Kind of principalId (azd sets AZURE_PRINCIPAL_TYPE): User for a person, ServicePrincipal when azd runs in CI.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
 
 @secure()
 @description('The trail key, 64 hex characters: `azd env set AUDIT_TRAIL_KEY "$(openssl rand -hex 32)"` before `azd up`. Keep a copy offline: verify needs it.')
@@ -55,6 +77,7 @@ module resources 'resources.bicep' = {
     useTopic: useTopic
     redactColumns: redactColumns
     principalId: principalId
+    principalType: principalType
     trailKey: trailKey
     dataverseUrl: dataverseUrl
     resolveRegarding: resolveRegarding

@@ -10,6 +10,11 @@ param allowedOrganizationIds string
 param useTopic bool
 param redactColumns string
 param principalId string = ''
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
 @secure()
 @minLength(64)
 @maxLength(64)
@@ -342,7 +347,7 @@ resource operatorTableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataReader)
     principalId: principalId
-    principalType: 'User'
+    principalType: principalType
   }
 }
 
@@ -352,7 +357,7 @@ resource operatorReceiverRole 'Microsoft.Authorization/roleAssignments@2022-04-0
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
     principalId: principalId
-    principalType: 'User'
+    principalType: principalType
   }
 }
 
@@ -362,7 +367,7 @@ resource operatorSenderRole 'Microsoft.Authorization/roleAssignments@2022-04-01'
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
     principalId: principalId
-    principalType: 'User'
+    principalType: principalType
   }
 }
 

@@ -216,3 +216,18 @@ def test_the_deployed_package_leaves_out_what_only_people_and_tests_read():
         "devtools",
     ):
         assert name in ignored, name
+
+
+def test_operator_roles_take_the_principal_type_azd_gives() -> None:
+    """azd sets AZURE_PRINCIPAL_TYPE (ServicePrincipal in CI): a hard-coded 'User' fails there."""
+    assert "principalType: 'User'" not in RESOURCES
+    assert RESOURCES.count("principalType: principalType") == 3
+    assert '"${AZURE_PRINCIPAL_TYPE=User}"' in (ROOT / "infra" / "main.parameters.json").read_text()
+
+
+def test_the_location_is_one_of_the_flex_consumption_regions() -> None:
+    allowed = re.search(r"@allowed\(\[(.*?)\]\)\s*@metadata\(\{ azd: \{ type: 'location' \} \}\)",
+                        MAIN, re.S)  # fmt: skip
+    assert allowed is not None
+    regions = re.findall(r"'([a-z0-9]+)'", allowed.group(1))
+    assert {"eastus", "northeurope", "swedencentral"} <= set(regions)
