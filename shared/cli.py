@@ -33,6 +33,7 @@ from shared.console import (
     dead_letter_table,
     entries_table,
     escape_controls,
+    iso_log_time,
     json_line,
     outcomes_table,
     plain,
@@ -54,12 +55,32 @@ EXPORT_PAGE_SIZE = 500
 log = logging.getLogger("shared.cli")
 
 
+KNOWN_PROPERTIES = frozenset(
+    {
+        "content_type",
+        "message_id",
+        "correlation_id",
+        "application_properties",
+        "delivery_count",
+        "sequence_number",
+    }
+)
+
+
+def warn(text: str) -> None:
+    print(f"warning: {escape_controls(text)}", file=sys.stderr)
+
+
 def message_files(paths: Iterable[Path]) -> list[Path]:
-    """Body files named by the paths: ``NAME.body`` files, or every one in a folder."""
+    """Body files named by the paths: ``NAME.body`` files, or every one in a folder (a folder
+    with none is warned about)."""
     bodies: list[Path] = []
     for path in paths:
         if path.is_dir():
-            bodies.extend(sorted(path.glob("*.body")))
+            found = sorted(path.glob("*.body"))
+            if not found:
+                warn(f"{path} holds no NAME.body message files")
+            bodies.extend(found)
         elif path.is_file():
             bodies.append(path)
         else:
@@ -67,12 +88,32 @@ def message_files(paths: Iterable[Path]) -> list[Path]:
     return bodies
 
 
-def load_message(body: Path, properties: Path | None = None) -> InboundMessage:
-    """A message from a body file and its properties (``NAME.properties.json`` if present)."""
+def load_message(
+    body: Path, properties: Path | None = None, content_type: str | None = None
+) -> InboundMessage:
+    """A message from a body file and its properties (``NAME.properties.json`` if present;
+    a missing one, and a key this service does not read, are warned about). ``content_type``
+    overrides the file's."""
     if properties is None:
         candidate = properties_path_for(body)
         properties = candidate if candidate.is_file() else None
-    return from_files(body, properties)
+        if properties is None and content_type is None:
+            warn(
+                f"{body} has no {candidate.name}: the message has no content type and will be "
+                "dead-lettered (give --content-type, or the properties file)"
+            )
+    if properties is not None:
+        try:
+            keys = json.loads(properties.read_bytes()).keys()
+        except (ValueError, AttributeError, OSError):
+            keys = KNOWN_PROPERTIES  # from_files says what is wrong with it
+        for key in sorted(set(keys) - KNOWN_PROPERTIES):
+            known = ", ".join(sorted(KNOWN_PROPERTIES))
+            warn(f"{properties}: unknown key {key!r} is ignored (known: {known})")
+    message = from_files(body, properties)
+    if content_type is not None:
+        message = InboundMessage(**{**_fields(message), "content_type": content_type})
+    return message
 
 
 def store_label(settings: Settings) -> str:
@@ -90,7 +131,7 @@ def store_summary(settings: Settings, before: int, after: int) -> str:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     sources = args.paths
     bodies = message_files(sources)
-    messages = [load_message(body) for body in bodies]
+    messages = [load_message(body, content_type=args.content_type) for body in bodies]
     from shared.bootstrap import build_resolver
 
     resolver = build_resolver(settings)
@@ -112,9 +153,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
-    message = load_message(args.body, args.properties)
-    if args.content_type is not None:
-        message = InboundMessage(**{**_fields(message), "content_type": args.content_type})
+    message = load_message(args.body, args.properties, args.content_type)
     decision = evaluate(message, Policy.from_settings(settings))
     print(
         json_line(
@@ -408,12 +447,22 @@ def _check_output(path: Path, force: bool = False) -> None:
 
 
 def _servicebus(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
-    from shared.servicebus import Source, build_client
+    from shared.servicebus import Source, build_client, namespace_of
 
     source = Source.from_settings(
         settings, args.queue, args.topic, getattr(args, "subscription", None)
     )
-    return build_client(settings), source
+    client = build_client(settings)
+    # the SDK retries a wrong name or credential for a while before it fails: a person at a
+    # terminal is told at once what it waits for (piped, errors stay one line)
+    if sys.stderr.isatty():
+        print(
+            f"connecting to Service Bus {namespace_of(settings)}, {source} (a wrong namespace, "
+            "entity or credential is reported after the client's retries, up to about 20 s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return client, source
 
 
 _Handler = Callable[[argparse.Namespace, Settings], int]
@@ -535,7 +584,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    log.warning(
+    log.info(
         "worker on %s: %s; store %s (Ctrl-C stops after the batch in hand)",
         source,
         "until the entity is idle" if args.until_idle else "running",
@@ -855,8 +904,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser = add_parser  # type: ignore[method-assign]
 
-    run = commands.add_parser("run", help="process message files into the audit store")
+    run = commands.add_parser(
+        "run",
+        help="process message files into the audit store",
+        description="Example: psaudit run samples/ (each NAME.body with NAME.properties.json)",
+    )
     _paths_argument(run)
+    run.add_argument(
+        "--content-type", help="the content type of every message (overrides properties files)"
+    )
     run.set_defaults(handler=cmd_run)
 
     inspect = commands.add_parser("inspect", help="decide one message; print one JSON object")
@@ -1080,9 +1136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        handlers=[PlainRichHandler(console=console(stderr=True), show_path=False)],
+        handlers=[
+            PlainRichHandler(
+                console=console(stderr=True), show_path=False, log_time_format=iso_log_time
+            )
+        ],
         format="%(message)s",
     )
+    if args.command == "worker":  # a long-running command says what it does, batch by batch
+        for talking in ("shared.cli", "shared.servicebus"):
+            logging.getLogger(talking).setLevel(logging.INFO)
     if not args.verbose:
         for noisy in ("shared.pipeline", "azure", "uamqp"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

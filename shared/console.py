@@ -14,6 +14,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -69,6 +70,11 @@ def plain(value: object, limit: int | None = CELL_CHARS) -> Text:
     ``limit`` characters (None: whole)."""
     text = str(value)
     return Text(escape_controls(cut(text, limit) if limit is not None else text))
+
+
+def iso_log_time(moment: datetime) -> Text:
+    """Log times as ISO-8601 UTC (``2026-12-02T09:15:42Z``), whatever the locale."""
+    return Text(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 class PlainRichHandler(RichHandler):

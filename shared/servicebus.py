@@ -182,6 +182,15 @@ class WorkerStats:
         self.recent.extend(outcomes)
 
 
+def _batch_line(outcomes: list[Outcome]) -> str:
+    """``3 messages: 2 accepted, 1 rejected; 3 completed`` (counts by verdict, settlement)."""
+    verdicts = Counter(o.decision.verdict.value for o in outcomes)
+    settled = Counter(o.settlement.value for o in outcomes)
+    by_verdict = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+    by_settlement = ", ".join(f"{n} {s}" for s, n in sorted(settled.items()))
+    return f"{len(outcomes)} message(s): {by_verdict}; {by_settlement}"
+
+
 class Worker:
     """Receive in PEEK_LOCK, run the pipeline per batch, settle each message by its outcome.
 
@@ -230,6 +239,7 @@ class Worker:
                 outcomes = decided.result()
                 settle_all(readable, outcomes, actions)
                 stats.add(outcomes)
+                log.info("batch %d from %s: %s", stats.batches, self.source, _batch_line(outcomes))
         log.info("worker on %s stopped after %d batch(es)", self.source, stats.batches)
         return stats
 
