@@ -629,6 +629,19 @@ def cmd_dlq_peek(args: argparse.Namespace, settings: Settings) -> int:
     client, source = _servicebus(args, settings)
     with client:
         found = peek_dead_letters(client, source, args.max)
+    if (args.format or ("table" if sys.stdout.isatty() else "jsonl")) == "jsonl":
+        for m in found:
+            record = {
+                "message_id": m.message_id,
+                "sequence_number": m.sequence_number,
+                "dead_letter_reason": m.dead_letter_reason,
+                "dead_letter_error_description": m.dead_letter_error_description,
+                "enqueued_time": m.enqueued_time_utc.isoformat() if m.enqueued_time_utc else None,
+                "delivery_count": m.delivery_count,
+                "content_type": m.content_type,
+            }
+            print(json_line(json.dumps(record)))
+        return 0
     console().print(dead_letter_table(found, f"dead-letter queue of {source}: {len(found)}"))
     return 0
 
@@ -915,7 +928,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
-    inspect = commands.add_parser("inspect", help="decide one message; print one JSON object")
+    inspect = commands.add_parser(
+        "inspect",
+        help="decide one message; print one JSON object",
+        description="Example: psaudit inspect samples/json-update-no-regarding.body",
+    )
     inspect.add_argument("body", type=Path, help="the message body file")
     inspect.add_argument(
         "--properties",
@@ -925,7 +942,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--content-type", help="override the content type")
     inspect.set_defaults(handler=cmd_inspect)
 
-    entries = commands.add_parser("entries", help="read the audit trail")
+    entries = commands.add_parser(
+        "entries",
+        help="read the audit trail",
+        description="Example: psaudit entries --regarding 8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22 "
+        "--since 2024-11-01",
+    )
     entries.add_argument(
         "--regarding", type=_guid, help="regarding record id (e.g. a bank account)"
     )
@@ -1033,9 +1055,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(handler=cmd_verify)
 
-    worker = commands.add_parser("worker", help="receive from Service Bus and audit (no Functions)")
+    worker = commands.add_parser(
+        "worker",
+        help="receive from Service Bus and audit (no Functions)",
+        description="Example: SERVICEBUS_FULLY_QUALIFIED_NAMESPACE=contoso.servicebus.windows.net "
+        "psaudit worker --queue processsession-events",
+    )
     _entity_options(worker)
-    worker.add_argument("--batch-size", type=int, default=32)
+    worker.add_argument(
+        "--batch-size", type=int, default=32, help="messages received per batch (default 32)"
+    )
     worker.add_argument(
         "--max-wait", type=float, default=1.0, help="seconds a receive waits for messages"
     )
@@ -1044,30 +1073,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(handler=cmd_worker)
 
-    send = commands.add_parser("send", help="post message files as Dataverse would")
+    send = commands.add_parser(
+        "send",
+        help="post message files as Dataverse would",
+        description="Example: psaudit send --queue processsession-events samples/",
+    )
     _entity_options(send, subscription=False)
     _paths_argument(send)
     send.set_defaults(handler=cmd_send)
 
-    dlq = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(
-        dest="dlq_command", required=True
+    dlq = commands.add_parser(
+        "dlq",
+        help="the dead-letter queue",
+        description="Example: psaudit dlq peek --queue processsession-events",
+    ).add_subparsers(dest="dlq_command", required=True)
+    peek = dlq.add_parser(
+        "peek",
+        help="list dead-lettered messages without removing them",
+        description="Example: psaudit dlq peek --queue processsession-events --format jsonl",
     )
-    peek = dlq.add_parser("peek", help="list dead-lettered messages without removing them")
     _entity_options(peek)
-    peek.add_argument("--max", type=int, default=100)
+    peek.add_argument("--max", type=int, default=100, help="at most this many (default 100)")
+    peek.add_argument(
+        "--format",
+        choices=("table", "jsonl"),
+        help="table on a terminal, JSON lines when piped (the default picks)",
+    )
     peek.set_defaults(handler=cmd_dlq_peek)
-    replay = dlq.add_parser("replay", help="re-send dead-lettered messages to the entity")
+    replay = dlq.add_parser(
+        "replay",
+        help="re-send dead-lettered messages to the entity",
+        description="Example: psaudit dlq replay --queue processsession-events "
+        "--reason untrusted_organization",
+    )
     _entity_options(replay)
     replay.add_argument("--reason", help="only messages dead-lettered with this reason code")
     replay.add_argument("--dry-run", action="store_true", help="only say what would be replayed")
-    replay.add_argument("--max", type=int, default=1000)
+    replay.add_argument("--max", type=int, default=1000, help="at most this many (default 1000)")
     replay.set_defaults(handler=cmd_dlq_replay)
 
     for name, text in (
         ("reconcile", "compare the trail with the processsessions Dataverse holds"),
         ("backfill", "write an entry for each session reconcile finds missing or behind"),
     ):
-        command = commands.add_parser(name, help=text)
+        command = commands.add_parser(
+            name,
+            help=text,
+            description=f"Example: psaudit {name} --since 2026-12-01 --until 2026-12-02 "
+            "--environment https://contoso.crm.dynamics.com",
+        )
         command.add_argument("--since", type=_parse_time, required=True, help="ISO-8601, UTC")
         command.add_argument(
             "--until", type=_parse_time, required=True, help="ISO-8601, UTC (exclusive)"
@@ -1097,7 +1151,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.set_defaults(handler=cmd_backfill)
 
     register = commands.add_parser(
-        "register", help="register the service endpoint, steps and images in Dataverse"
+        "register",
+        help="register the service endpoint, steps and images in Dataverse",
+        description="Example: DATAVERSE_SAS_KEY=... psaudit register --environment-url "
+        "https://contoso.crm.dynamics.com --namespace contoso-audit --queue "
+        "processsession-events --dry-run",
     )
     register.add_argument("--environment-url", required=True, help="https://<org>.crm.dynamics.com")
     register.add_argument("--namespace", required=True, help="Service Bus namespace name")
@@ -1108,7 +1166,11 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the send-only rule; its key comes from DATAVERSE_SAS_KEY",
     )
-    register.add_argument("--endpoint-name", default="ProcessSessionAudit")
+    register.add_argument(
+        "--endpoint-name",
+        default="ProcessSessionAudit",
+        help="the service endpoint's name in Dataverse (default ProcessSessionAudit)",
+    )
     register.add_argument(
         "--old-value-columns",
         default=DEFAULT_OLD_VALUE_COLUMNS,

@@ -194,6 +194,7 @@ QUEUES = (
     "storm",
     "hostile-text",
     "resolve:lock=2",
+    "cli-edges",
 )
 BROKER_ENTITIES = (
     *(arg for queue in QUEUES for arg in ("--queue", queue)),
