@@ -65,3 +65,18 @@ def test_dlq_peek_as_json_lines_and_the_worker_says_each_batch(broker, tmp_path:
     malformed = load_samples()["malformed-truncated"].message.message_id
     assert [r["message_id"] for r in records] == [malformed]
     assert records[0]["dead_letter_reason"] == "malformed_json"
+
+
+def test_every_relative_link_of_the_docs_resolves_inside_the_repository() -> None:
+    import re
+
+    root = SAMPLES.parent
+    broken = []
+    for page in [root / "README.md", root / "samples" / "README.md", *root.glob("docs/*.md")]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            if not path.is_relative_to(root) or not path.exists():
+                broken.append(f"{page.relative_to(root)}: {target}")
+    assert broken == []
