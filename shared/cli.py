@@ -89,7 +89,10 @@ def message_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_message(
-    body: Path, properties: Path | None = None, content_type: str | None = None
+    body: Path,
+    properties: Path | None = None,
+    content_type: str | None = None,
+    warn_missing: bool = False,
 ) -> InboundMessage:
     """A message from a body file and its properties (``NAME.properties.json`` if present;
     a missing one, and a key this service does not read, are warned about). ``content_type``
@@ -97,7 +100,7 @@ def load_message(
     if properties is None:
         candidate = properties_path_for(body)
         properties = candidate if candidate.is_file() else None
-        if properties is None and content_type is None:
+        if properties is None and content_type is None and warn_missing and body.is_file():
             warn(
                 f"{body} has no {candidate.name}: the message has no content type and will be "
                 "dead-lettered (give --content-type, or the properties file)"
@@ -131,7 +134,9 @@ def store_summary(settings: Settings, before: int, after: int) -> str:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     sources = args.paths
     bodies = message_files(sources)
-    messages = [load_message(body, content_type=args.content_type) for body in bodies]
+    messages = [
+        load_message(body, content_type=args.content_type, warn_missing=True) for body in bodies
+    ]
     from shared.bootstrap import build_resolver
 
     resolver = build_resolver(settings)

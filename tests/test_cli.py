@@ -90,6 +90,7 @@ def test_export_streams_the_trail_to_a_file(tmp_path):
     db = tmp_path / "audit.sqlite3"
     _cli("run", db=db)
     out = tmp_path / "exports" / "trail.jsonl"
+    out.parent.mkdir()  # a folder that does not exist is refused (tests/test_timeline.py)
     result = _cli("export", "--output", str(out), "--since", "2024-11-27T00:00:00Z", db=db)
     lines = out.read_text().splitlines()
     assert len(lines) == 5
