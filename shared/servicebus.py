@@ -255,9 +255,6 @@ class Worker:
                 held: _Held | None = None
                 while True:
                     batch: list[Any] = []
-                    # idle means an empty receive with nothing held: a batch still held may
-                    # be abandoned and come straight back
-                    idle_receive = held is None
                     if not stop.is_set():
                         wait_for = self.max_wait_time if held is None else HELD_RECEIVE_WAIT
                         batch = receiver.receive_messages(
@@ -272,9 +269,7 @@ class Worker:
                     if held is not None:
                         self._finish(receiver, actions, held, following, stats)
                     held = following
-                    if held is None and (
-                        stop.is_set() or (until_idle and not batch and idle_receive)
-                    ):
+                    if held is None and (stop.is_set() or (until_idle and not batch)):
                         break
         finally:
             sys.setswitchinterval(switch)
