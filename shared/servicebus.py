@@ -7,7 +7,6 @@ connection string or a fully qualified namespace and ``DefaultAzureCredential``.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
@@ -192,22 +191,6 @@ def _batch_line(outcomes: list[Outcome]) -> str:
     return f"{len(outcomes)} message(s): {by_verdict}; {by_settlement}"
 
 
-#: how long a receive waits for the next batch while one is being decided (its settlement
-#: waits on this receive; an idle entity must not hold it up)
-HELD_RECEIVE_WAIT = 0.2
-#: the interpreter's thread switch interval while a worker runs (default 5 ms)
-SWITCH_INTERVAL = 0.0005
-
-
-@dataclass
-class _Held:
-    """A batch received and submitted: its number, its messages, its decision to come."""
-
-    number: int
-    readable: list[tuple[Any, InboundMessage]]
-    decided: Future[list[Outcome]]
-
-
 class Worker:
     """Receive in PEEK_LOCK, run the pipeline per batch, settle each message by its outcome.
 
@@ -232,68 +215,33 @@ class Worker:
         self.max_wait_time = max_wait_time
 
     def run(self, stop: threading.Event | None = None, until_idle: bool = False) -> WorkerStats:
-        """Process until ``stop`` is set (or, with ``until_idle``, until a receive is empty).
-
-        Overlapped: while one batch is decided and stored (on the pipeline's thread), the next
-        is received, and it is submitted before the first is settled, so settling one batch
-        and deciding the next go on together. At most two batches are held; every held
-        message's lock is renewed while the worker waits on a decision. A stop receives
-        nothing more and settles (or abandons, by its outcome) everything held.
-        """
+        """Process until ``stop`` is set (or, with ``until_idle``, until a receive is empty)."""
         stop = stop or threading.Event()
         stats = WorkerStats()
-        switch = sys.getswitchinterval()
-        # the receiver's thread waits on the network while the pipeline's thread computes: a
-        # short switch interval lets it take the GIL back soon after data arrives
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        try:
-            with (
-                ThreadPoolExecutor(1, thread_name_prefix="pipeline") as pool,
-                self.source.receiver(self.client) as receiver,
-            ):
-                actions = ReceiverActions(receiver)
-                held: _Held | None = None
-                while True:
-                    batch: list[Any] = []
-                    if not stop.is_set():
-                        wait_for = self.max_wait_time if held is None else HELD_RECEIVE_WAIT
-                        batch = receiver.receive_messages(
-                            max_message_count=self.batch_size, max_wait_time=wait_for
-                        )
-                    following: _Held | None = None
-                    if batch:
-                        stats.batches += 1
-                        readable = adapt_all(batch, actions)
-                        decided = pool.submit(self.pipeline.handle, [m for _, m in readable], stop)
-                        following = _Held(stats.batches, readable, decided)
-                    if held is not None:
-                        self._finish(receiver, actions, held, following, stats)
-                    held = following
-                    if held is None and (stop.is_set() or (until_idle and not batch)):
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="pipeline") as pool,
+            self.source.receiver(self.client) as receiver,
+        ):
+            actions = ReceiverActions(receiver)
+            while not stop.is_set():
+                batch = receiver.receive_messages(
+                    max_message_count=self.batch_size, max_wait_time=self.max_wait_time
+                )
+                if not batch:
+                    if until_idle:
                         break
-        finally:
-            sys.setswitchinterval(switch)
+                    continue
+                stats.batches += 1
+                readable = adapt_all(batch, actions)
+                inbound = [message for _, message in readable]
+                decided = pool.submit(self.pipeline.handle, inbound, stop)
+                self._keep_locks(receiver, [m for m, _ in readable], decided)
+                outcomes = decided.result()
+                settle_all(readable, outcomes, actions)
+                stats.add(outcomes)
+                log.info("batch %d from %s: %s", stats.batches, self.source, _batch_line(outcomes))
         log.info("worker on %s stopped after %d batch(es)", self.source, stats.batches)
         return stats
-
-    def _finish(
-        self,
-        receiver: Any,
-        actions: ReceiverActions,
-        held: _Held,
-        following: _Held | None,
-        stats: WorkerStats,
-    ) -> None:
-        """Wait for a held batch's decision (renewing the locks of every held message), then
-        settle it."""
-        locked = [m for m, _ in held.readable]
-        if following is not None:
-            locked += [m for m, _ in following.readable]
-        self._keep_locks(receiver, locked, held.decided)
-        outcomes = held.decided.result()
-        settle_all(held.readable, outcomes, actions)
-        stats.add(outcomes)
-        log.info("batch %d from %s: %s", held.number, self.source, _batch_line(outcomes))
 
     def _keep_locks(self, receiver: Any, messages: list[Any], work: Future[Any]) -> None:
         """Renew the batch's locks for as long as the pipeline works on it (its store calls
