@@ -87,6 +87,7 @@ bench: install install-node
 	$(PY) -m bench.sqlite_schema
 	$(PY) -m bench.drain
 	$(PY) -m bench.hostile
+	$(PY) -m bench.worker_memory
 
 ## samples: the bundled samples against samples/expected.json (in the repo); then, when the
 ## team's handout folder is beside the repo, its own checker too
