@@ -11,7 +11,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -179,7 +179,20 @@ class WorkerStats:
         self.messages += len(outcomes)
         self.verdicts.update(o.decision.verdict for o in outcomes)
         self.settlements.update(o.settlement for o in outcomes)
-        self.recent.extend(outcomes)
+        self.recent.extend(_slim(o) for o in outcomes)
+
+
+def _slim(outcome: Outcome) -> Outcome:
+    """What the report shows of an outcome (ids, verdict, reason, settlement, description),
+    without the body, the properties or the entry's changes: a full window of them held
+    about 30 MiB."""
+    message, decision = outcome.message, outcome.decision
+    entry = decision.entry.model_copy(update={"changes": []}) if decision.entry else None
+    return replace(
+        outcome,
+        message=replace(message, body=b"", application_properties={}),
+        decision=replace(decision, entry=entry, pending=None),
+    )
 
 
 def _batch_line(outcomes: list[Outcome]) -> str:
