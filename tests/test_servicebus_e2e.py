@@ -260,3 +260,10 @@ def test_a_long_running_worker_keeps_counts_and_only_its_recent_outcomes(
     assert sum(stats.verdicts.values()) == 120
     assert len(stats.outcomes) == 25  # the most recent ones, not 120
     assert store.count() == 120
+    # and of each, what the report shows: ids, verdict, settlement; no body, no changes
+    kept = stats.outcomes[-1]
+    assert kept.message.body == b""
+    assert kept.message.message_id
+    assert kept.decision.entry is not None
+    assert kept.decision.entry.changes == []
+    assert store.in_range().entries[-1].changes != []  # the store has them whole
