@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.package-lock.json
 # The Functions Python worker library for tests/test_functions_runtime.py, pinned in the script.
 RUNTIME_STAMP := .runtime/.installed-$(shell cksum < devtools/install_functions_runtime.py | cut -d' ' -f1)
 
-.PHONY: install install-node install-runtime scan run run-files test lint unit fuzz bench samples clean
+.PHONY: install install-node install-runtime install-browser scan run run-files test lint unit fuzz bench samples clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed (azure-functions 1.x)")'
@@ -70,7 +70,10 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
 
-unit: install install-node install-runtime
+install-browser:
+	bash devtools/install_chromium.sh
+
+unit: install install-node install-runtime install-browser
 	$(PY) -m pytest
 
 ## fuzz: the long hypothesis profile over the decoder (20,000 examples per property)
