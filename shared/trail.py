@@ -10,7 +10,7 @@ from uuid import UUID
 
 if TYPE_CHECKING:
     from shared.audit import AuditEntry
-    from shared.stores.base import AuditStore
+    from shared.stores.base import AuditStore, Page
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -46,13 +46,26 @@ def record_id(raw: str) -> str:
     return str(UUID(raw.strip().strip("{}")))
 
 
-def _limit(raw: str | None) -> int:
+def parse_limit(raw: str | None, default: int = DEFAULT_PAGE_SIZE) -> int:
     """ASCII digits only, checked by length before any conversion."""
     if raw is None or raw == "":
-        return DEFAULT_PAGE_SIZE
+        return default
     if _LIMIT.fullmatch(raw) is None or not 1 <= int(raw) <= MAX_PAGE_SIZE:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
     return int(raw)
+
+
+def read_page(
+    store: AuditStore, view: TrailView, wanted: str, limit: int, continuation: str | None
+) -> Page:
+    """One page of a bank account's or a session's entries; BadRequest for a continuation
+    token this service did not make."""
+    try:
+        if view is TrailView.BANK_ACCOUNT:
+            return store.by_regarding(wanted, limit=limit, continuation=continuation)
+        return store.by_session(wanted, limit=limit, continuation=continuation)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def read_trail(
@@ -60,15 +73,9 @@ def read_trail(
 ) -> dict[str, Any]:
     """One page of a bank account's or a session's trail, as JSON-ready values."""
     wanted = record_id(raw_id)
-    limit = _limit(params.get("limit"))
+    limit = parse_limit(params.get("limit"))
     continuation = params.get("continuation") or None
-    try:
-        if view is TrailView.BANK_ACCOUNT:
-            page = store.by_regarding(wanted, limit=limit, continuation=continuation)
-        else:
-            page = store.by_session(wanted, limit=limit, continuation=continuation)
-    except ValueError as exc:  # a token this service did not make
-        raise BadRequest(str(exc)) from exc
+    page = read_page(store, view, wanted, limit, continuation)
     if not page.entries and not page.unreadable and continuation is None:
         raise NotFound(f"no audit entries for {view.value} {wanted}")
     shown = without_superseded(page.entries, live_reader(store))

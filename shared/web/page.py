@@ -27,10 +27,17 @@ from shared.audit import AuditEntry
 from shared.rules import BANK_ACCOUNT
 from shared.stores.base import AuditStore
 from shared.timeline import describe, visible
-from shared.trail import BadRequest, TrailView, live_reader, record_id, without_superseded
+from shared.trail import (
+    BadRequest,
+    TrailView,
+    live_reader,
+    parse_limit,
+    read_page,
+    record_id,
+    without_superseded,
+)
 
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 1000
 STYLE = """
 :root{color-scheme:light dark;--line:#8884;--muted:#777;font-family:system-ui,sans-serif}
 body{margin:0 auto;max-width:72rem;padding:1rem;line-height:1.45}
@@ -126,14 +133,6 @@ def _day(raw: str | None, name: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _limit(raw: str | None) -> int:
-    if not raw:
-        return DEFAULT_LIMIT
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 4 or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
 def dataverse_record_link(environment: str | None, table: str, row_id: str) -> str | None:
     """The record's form in Dataverse (model-driven app URL), when the environment is known."""
     if not environment:
@@ -209,19 +208,13 @@ def timeline_page(
     links = _Links(base, keep or {})
     try:
         wanted = record_id(raw_id)
-        limit = _limit(params.get("limit"))
+        limit = parse_limit(params.get("limit"), DEFAULT_LIMIT)
         since, until = _day(params.get("since"), "From"), _day(params.get("until"), "To")
         verdict = params.get("verdict") or ""
         if verdict not in {v for v, _ in _VERDICTS}:
             raise BadRequest("verdict must be accepted, rejected or empty (all)")
         continuation = params.get("continuation") or None
-        try:
-            if view is TrailView.BANK_ACCOUNT:
-                page = store.by_regarding(wanted, limit=limit, continuation=continuation)
-            else:
-                page = store.by_session(wanted, limit=limit, continuation=continuation)
-        except ValueError as exc:  # a token this service did not make
-            raise BadRequest(str(exc)) from exc
+        page = read_page(store, view, wanted, limit, continuation)
     except BadRequest as exc:
         return _render(400, title=f"{label} timeline", error=str(exc), kind_label=label)
     if not page.entries and not page.unreadable and continuation is None:
