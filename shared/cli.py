@@ -271,6 +271,12 @@ def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntr
     )
 
 
+def _output_format(args: argparse.Namespace, piped: str) -> str:
+    """``--format`` as given, else a table on a terminal and ``piped`` (json or jsonl) when
+    stdout is a pipe or a file."""
+    return str(args.format or ("table" if sys.stdout.isatty() else piped))
+
+
 def _check_range(args: argparse.Namespace) -> None:
     """--since must come before --until (an empty answer would hide the mistake)."""
     since, until = getattr(args, "since", None), getattr(args, "until", None)
@@ -283,7 +289,7 @@ def _check_range(args: argparse.Namespace) -> None:
 def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
     store = build_store(settings, read_only=True)
     try:
-        if (args.format or ("table" if sys.stdout.isatty() else "jsonl")) == "jsonl":
+        if _output_format(args, piped="jsonl") == "jsonl":
             write_jsonl(_selected(store, args), sys.stdout)
             return 0
         entries = list(_selected(store, args))
@@ -347,19 +353,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    ready = threading.Event()
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    threading.Thread(
-        target=lambda: (
-            ready.wait()
-            and print(
-                f"serving http://{shown}:{args.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True
-            )
-        ),
-        daemon=True,
-    ).start()
+
+    def listening() -> None:
+        print(f"serving http://{shown}:{args.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+
     try:
-        serve(store, args.host, args.port, settings.dataverse_url, ready=ready, stop=stop)
+        serve(
+            store, args.host, args.port, settings.dataverse_url, on_listening=listening, stop=stop
+        )
     finally:
         store.close()
     return 0
@@ -505,7 +507,7 @@ def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
         }
     finally:
         store.close()
-    if (args.format or ("table" if sys.stdout.isatty() else "json")) == "json":
+    if _output_format(args, piped="json") == "json":
         print(json.dumps(report, ensure_ascii=True))
     else:
         for problem in found:
@@ -566,7 +568,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
     if show:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
-    if (args.format or ("table" if sys.stdout.isatty() else "json")) == "json":
+    if _output_format(args, piped="json") == "json":
         print(json.dumps(report.to_json(), ensure_ascii=True))
     else:
         for problem in report.problems:
@@ -634,7 +636,7 @@ def cmd_dlq_peek(args: argparse.Namespace, settings: Settings) -> int:
     client, source = _servicebus(args, settings)
     with client:
         found = peek_dead_letters(client, source, args.max)
-    if (args.format or ("table" if sys.stdout.isatty() else "jsonl")) == "jsonl":
+    if _output_format(args, piped="jsonl") == "jsonl":
         for m in found:
             record = {
                 "message_id": m.message_id,
@@ -765,7 +767,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    if (args.format or ("table" if sys.stdout.isatty() else "json")) == "json":
+    if _output_format(args, piped="json") == "json":
         print(json.dumps(found.to_json()))
     else:
         out = console()
@@ -881,6 +883,14 @@ def _paths_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _table_or_jsonl_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("table", "jsonl"),
+        help="table on a terminal, JSON lines when piped (the default picks)",
+    )
+
+
 def _time_range_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", type=_parse_time, help="ISO-8601, inclusive")
     parser.add_argument("--until", type=_parse_time, help="ISO-8601, exclusive")
@@ -958,11 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     entries.add_argument("--session", type=_guid, help="processsession id")
     _time_range_options(entries)
-    entries.add_argument(
-        "--format",
-        choices=("table", "jsonl"),
-        help="table on a terminal, JSON lines when piped (the default picks)",
-    )
+    _table_or_jsonl_option(entries)
     entries.set_defaults(handler=cmd_entries)
 
     export = commands.add_parser(
@@ -1099,11 +1105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _entity_options(peek)
     peek.add_argument("--max", type=int, default=100, help="at most this many (default 100)")
-    peek.add_argument(
-        "--format",
-        choices=("table", "jsonl"),
-        help="table on a terminal, JSON lines when piped (the default picks)",
-    )
+    _table_or_jsonl_option(peek)
     peek.set_defaults(handler=cmd_dlq_peek)
     replay = dlq.add_parser(
         "replay",

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -107,14 +108,14 @@ def serve(
     host: str,
     port: int,
     dataverse_url: str | None = None,
-    ready: threading.Event | None = None,
+    on_listening: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (or forever)."""
+    """Serve until ``stop`` is set (or forever); ``on_listening`` once the port is bound."""
     server = HTTPServer((host, port), handler_for(store, dataverse_url))
     server.timeout = 0.5
-    if ready is not None:
-        ready.set()
+    if on_listening is not None:  # the port is bound: requests are taken from now on
+        on_listening()
     try:
         while stop is None or not stop.is_set():
             server.handle_request()
