@@ -1,7 +1,13 @@
-"""Drain the local Service Bus broker: the bare SDK loop, the worker into SQLite, the worker
-into the Table store on Azurite, in one run, rounds interleaved; then each Table read path.
+"""Drain the local Service Bus broker: the bare SDK loop, the worker into SQLite (completing
+in ranges, and settling each message as the bare loop does), the worker into the Table store
+on Azurite, in one run, rounds interleaved, at each batch size; then each Table read path.
 
-    python -m bench.drain [-n 2000] [--rounds 3] [--batch 32]
+    python -m bench.drain [-n 2000] [--rounds 3] [--batch 32 100] [--settle-latency-ms 0]
+        [--variants bare sqlite sqlite-each table]
+
+``--settle-latency-ms`` makes the broker wait that long before it applies and echoes each
+settlement, a stand-in for the network round trip every disposition costs against a real
+namespace (receives are not delayed).
 
 Per variant and round: wall-clock messages per second (the drain waits on the broker and on
 Azurite, so wall time is what a queue sees) and this process's CPU per message (the client's
@@ -38,7 +44,7 @@ from shared.stores.base import AuditStore
 from shared.stores.sqlite import SqliteAuditStore
 from shared.stores.table import TableAuditStore
 
-QUEUES = ("bare", "sqlite", "table")
+QUEUES = ("bare", "sqlite", "sqlite-each", "table")
 WAIT = 0.5  # every variant ends on one empty receive of this length
 #: Accepted or rejected processsession events of bench.corpus (the rest are ignored or
 #: malformed and make no entry): 34 + 34 + 8 + 6 + 9 of its weights of 100.
@@ -64,7 +70,12 @@ def bare(client: ServiceBusClient, batch: int) -> int:
 
 def worker(client: ServiceBusClient, store: AuditStore, queue: str, batch: int) -> int:
     stats = Worker(
-        client, Pipeline(store), Source(queue=queue), batch_size=batch, max_wait_time=WAIT
+        client,
+        Pipeline(store),
+        Source(queue=queue),
+        batch_size=batch,
+        max_wait_time=WAIT,
+        settle_in_ranges=queue != "sqlite-each",
     ).run(until_idle=True)
     return stats.messages
 
@@ -138,10 +149,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="messages per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, nargs="+", default=[32, 100])
+    parser.add_argument("--settle-latency-ms", type=float, default=0.0)
+    parser.add_argument("--variants", nargs="+", choices=QUEUES, default=list(QUEUES))
     args = parser.parse_args()
+    if "bare" not in args.variants:
+        parser.error("the bare loop is what every variant is compared with: keep it")
     logging.disable(logging.WARNING)
-    results: dict[str, list[Run]] = {q: [] for q in QUEUES}
+    results = {(b, q): list[Run]() for b in args.batch for q in args.variants}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         azurite = Azurite(tmp)
@@ -149,7 +164,11 @@ def main() -> int:
         entities = [a for q in QUEUES for a in ("--queue", f"{q}:lock=60:max=10")]
         try:
             with (
-                BrokerProcess(*entities, log=tmp / "broker.log") as broker,
+                BrokerProcess(
+                    *entities,
+                    f"--settle-latency-ms={args.settle_latency_ms}",
+                    log=tmp / "broker.log",
+                ) as broker,
                 ServiceBusClient.from_connection_string(broker.connection_string) as client,
             ):
                 table = TableAuditStore(
@@ -157,25 +176,28 @@ def main() -> int:
                 )
                 seed = 0
                 for round_number in range(1, args.rounds + 1):
-                    for queue in QUEUES:
+                    for batch, queue in results:
                         seed += 1
                         corpus = list(messages(args.n, seed=seed))
                         send(client, Source(queue=queue), corpus)
-                        phase(f"round {round_number}: {queue} ({args.n} messages)")
+                        phase(f"round {round_number}: {queue}, batch {batch} ({args.n} messages)")
                         if queue == "bare":
-                            work: Callable[[], int] = partial(bare, client, args.batch)
+                            work: Callable[[], int] = partial(bare, client, batch)
                         else:
                             store: AuditStore = (
-                                SqliteAuditStore(tmp / f"drain-{seed}.sqlite3")
-                                if queue == "sqlite"
-                                else table
+                                table
+                                if queue == "table"
+                                else SqliteAuditStore(tmp / f"drain-{seed}.sqlite3")
                             )
-                            work = partial(worker, client, store, queue, args.batch)
+                            work = partial(worker, client, store, queue, batch)
                         assert broker.process is not None
                         assert azurite.process is not None
                         run = measure(work, broker.process.pid, azurite.process.pid)
-                        results[queue].append(run)
-                report(results, args)
+                        results[batch, queue].append(run)
+                for batch in args.batch:
+                    report({q: results[batch, q] for q in args.variants}, args, batch)
+                if "table" not in args.variants:
+                    return 0
                 phase("Table store read paths")
                 print(f"Table store read paths ({table.count()} entries in the table):")
                 read_paths(table, list(messages(200, seed=seed)))
@@ -185,9 +207,10 @@ def main() -> int:
     return 0
 
 
-def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
+def report(results: dict[str, list[Run]], args: argparse.Namespace, batch: int) -> None:
     print(
-        f"\nDrain of {args.n} bench-corpus messages per variant, batch {args.batch}, "
+        f"\nDrain of {args.n} bench-corpus messages per variant, batch {batch}, settlement "
+        f"echo delayed {args.settle_latency_ms:g} ms, "
         f"{args.rounds} rounds interleaved (best round, range over rounds; CPU in ms per "
         "message, best round):"
     )
@@ -199,10 +222,10 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
     names = {
         "bare": "bare SDK loop",
         "sqlite": "worker, SQLite",
+        "sqlite-each": "  the same, settling each",
         "table": "worker, Table (Azurite)",
     }
-    for queue in QUEUES:
-        runs = results[queue]
+    for queue, runs in results.items():
         rates = [r.messages / r.wall for r in runs]
         ratios = [rate / bare for rate, bare in zip(rates, bare_rates, strict=True)]
         spread = f"({min(ratios):.3f}..{max(ratios):.3f})"
@@ -213,7 +236,9 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
             f"  {names[queue]:<26} {max(rates):7.0f} {max(ratios):6.3f} {spread:>14}"
             f" {client:7.2f} {broker:7.2f} {azurite:8.2f}"
         )
-    table = results["table"]
+    table = results.get("table")
+    if not table:
+        return
     entries = statistics.median(r.per_message_ms(r.client_cpu) / ENTRY_SHARE for r in table)
     print(
         f"  Table worker client CPU per entry (median; {ENTRY_SHARE:.0%} of the corpus's "

@@ -194,9 +194,19 @@ class Entity:
 class Broker(Handler):
     """The proton event handler: connections, links, deliveries, locks."""
 
-    def __init__(self, port: int, queues: dict[str, Entity], topics: dict[str, list[str]]):
+    def __init__(
+        self,
+        port: int,
+        queues: dict[str, Entity],
+        topics: dict[str, list[str]],
+        settle_latency: float = 0.0,
+    ):
         super().__init__()
         self.port = port
+        #: Seconds before a settlement is applied and echoed: a stand-in for the network round
+        #: trip a real namespace costs each disposition (benchmarks only; 0 in tests).
+        self.settle_latency = settle_latency
+        self.settling: set[bytes] = set()
         self.entities: dict[str, Entity] = {}
         self.topics = topics
         for name, entity in queues.items():
@@ -316,10 +326,20 @@ class Broker(Handler):
                 if link.credit < 500:
                     link.flow(1000 - link.credit)
         elif delivery.updated:
-            try:
-                self._settled(delivery)
-            except Exception as exc:  # noqa: BLE001 - keep serving the other links
-                print(f"broker: settlement failed: {exc!r}", file=sys.stderr, flush=True)
+            if self.settle_latency <= 0:
+                self._settle_safely(delivery)
+                return
+            token = getattr(delivery, "lock_token", b"")
+            if token not in self.settling:  # once per disposition, however often it is seen
+                self.settling.add(token)
+                event.container.schedule(self.settle_latency, _Later(self, delivery))
+
+    def _settle_safely(self, delivery: Delivery) -> None:
+        self.settling.discard(getattr(delivery, "lock_token", b""))
+        try:
+            self._settled(delivery)
+        except Exception as exc:  # noqa: BLE001 - keep serving the other links
+            print(f"broker: settlement failed: {exc!r}", file=sys.stderr, flush=True)
 
     def _received(self, link: Link, delivery: Delivery, raw: bytes) -> None:
         address = normalize(link.remote_target.address)
@@ -551,6 +571,17 @@ class Broker(Handler):
             )
 
 
+class _Later(Handler):
+    """Applies one settlement when its timer fires (``--settle-latency-ms``)."""
+
+    def __init__(self, broker: Broker, delivery: Delivery) -> None:
+        super().__init__()
+        self.broker, self.delivery = broker, delivery
+
+    def on_timer_task(self, event: Any) -> None:
+        self.broker._settle_safely(self.delivery)
+
+
 def _entity_options(spec: str) -> tuple[str, dict[str, float]]:
     name, *options = spec.split(":")
     values: dict[str, float] = {}
@@ -596,6 +627,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lock-duration", type=float, default=30.0)
     parser.add_argument("--max-delivery-count", type=int, default=10)
+    parser.add_argument(
+        "--settle-latency-ms",
+        type=float,
+        default=0.0,
+        help="delay each settlement's echo, as a network round trip would (benchmarks)",
+    )
     args = parser.parse_args(argv)
     entities, topics = parse_entities(
         args.queue, args.topic, args.lock_duration, args.max_delivery_count
@@ -603,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        Container(Broker(port, entities, topics)).run()
+        Container(Broker(port, entities, topics, args.settle_latency_ms / 1000)).run()
     return 0
 
 

@@ -195,6 +195,7 @@ QUEUES = (
     "hostile-text",
     "resolve:lock=2",
     "cli-edges",
+    "ranges",
 )
 BROKER_ENTITIES = (
     *(arg for queue in QUEUES for arg in ("--queue", queue)),

@@ -1,0 +1,179 @@
+"""Complete a batch's messages with one AMQP disposition per run of delivery ids (the worker's).
+
+azure-servicebus settles one message per call: a disposition frame, then a wait for the
+broker's echo, for each message; against a real namespace that is one network round trip per
+message. AMQP 1.0 lets one disposition cover a range of delivery ids (``first``..``last``,
+OASIS AMQP 1.0 §2.7.6), and the SDK's own link sends and awaits such a range
+(``ReceiveClient.settle_messages((first, last), ...)``, which ``complete_message`` calls with a
+single id), but no public method reaches it. So:
+
+* ``RangeCompleter.of(receiver)`` is a capability check: it answers None unless every private
+  piece used here is present with the signature this was written against (azure-servicebus
+  7.15, the pure-Python AMQP transport, PEEK_LOCK with awaited outcomes, no session). Then the
+  public API settles each message, as before. requirements.txt keeps the SDK below its next
+  major version, and tests/test_batch_settlement.py fails when one of these pieces changes.
+* Only completions go by range. Dead-letters (each with its own reason) and abandons are rare
+  and go one by one through the public API, as does a message whose lock has run out (the
+  SDK refuses it with MessageLockLostError, which is logged).
+* A range the broker does not confirm is settled again message by message through the public
+  API, with its retries: a message the range did complete is then refused and logged, and
+  one it did not is completed or, failing that, redelivered to an idempotent store.
+* What the SDK's public path does besides, this does too: it marks each message settled and
+  forgets its delivery tag (else the link's set of tags would grow with every message). It
+  does not open the SDK's settlement tracing span.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from shared.envelope import InboundMessage
+from shared.settlement import MessageActions, settle_all
+from shared.verdicts import Settlement
+
+if TYPE_CHECKING:
+    from shared.pipeline import Outcome
+
+log = logging.getLogger(__name__)
+
+#: What the capability check requires of the SDK's private API (parameter names by callable).
+_SETTLE_PARAMETERS = ("delivery_id", "delivery_tag", "outcome")
+_DISPOSITION_PARAMETERS = (
+    "first_delivery_id",
+    "last_delivery_id",
+    "delivery_tag",
+    "await_outcome",
+    "outcome_timeout",
+)
+
+
+@cache
+def _has_parameters(function: Any, names: tuple[str, ...]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return all(name in parameters for name in names)
+
+
+def _settleable(message: Any) -> bool:
+    """A message the range may settle: received on the link, unsettled, its lock still held."""
+    try:
+        return (
+            type(message._delivery_id) is int
+            and isinstance(message._delivery_tag, bytes)
+            and not message._settled
+            and not message._is_deferred_message
+            and not message._lock_expired
+        )
+    except AttributeError:
+        return False
+
+
+@dataclass(frozen=True)
+class RangeCompleter:
+    """Completes runs of consecutive deliveries of one receiver in one disposition each."""
+
+    receiver: Any
+    handler: Any
+    tags: set[bytes]
+    timeout: float | None
+
+    @classmethod
+    def of(cls, receiver: Any) -> RangeCompleter | None:
+        """The completer for this receiver, or None where the SDK does not offer what it needs
+        (then the public API settles each message)."""
+        handler: Any = getattr(receiver, "_handler", None)
+        link: Any = getattr(handler, "_link", None)
+        settle = getattr(handler, "settle_messages", None)
+        send = getattr(link, "send_disposition", None)
+        tags = getattr(link, "_received_delivery_tags", None)
+        if (
+            settle is None
+            or send is None
+            or not isinstance(tags, set)
+            or getattr(receiver, "_await_settlement_outcome", None) is not True
+            or getattr(receiver, "_session", True) is not None
+            or not _has_parameters(type(handler).settle_messages, _SETTLE_PARAMETERS)
+            or not _has_parameters(type(link).send_disposition, _DISPOSITION_PARAMETERS)
+        ):
+            return None
+        config = getattr(receiver, "_config", None)
+        timeout = getattr(config, "timeout", None)
+        return cls(receiver, handler, tags, timeout if isinstance(timeout, int | float) else None)
+
+    def complete(self, run: Sequence[Any]) -> None:
+        """Complete ``run`` (consecutive delivery ids) in one disposition and await the
+        broker's echo for each; raises what the SDK raises when any is not confirmed."""
+        first = run[0]
+        held = first._delivery_tag in self.tags
+        try:
+            self.handler.settle_messages(
+                (first._delivery_id, run[-1]._delivery_id),
+                first._delivery_tag,
+                "accepted",
+                await_outcome=True,
+                outcome_timeout=self.timeout,
+            )
+        except BaseException:
+            if held:  # the public path looks the first tag up again
+                self.tags.add(first._delivery_tag)
+            raise
+        for message in run:
+            message._settled = True
+            self.tags.discard(message._delivery_tag)
+
+
+def runs(messages: Sequence[Any]) -> Iterator[list[Any]]:
+    """The messages in runs of consecutive delivery ids, in order (delivery ids are 32-bit
+    serial numbers: where they wrap to 0, a run ends)."""
+    run: list[Any] = []
+    for message in messages:
+        if run and message._delivery_id != run[-1]._delivery_id + 1:
+            yield run
+            run = []
+        run.append(message)
+    if run:
+        yield run
+
+
+def settle_batch(
+    receiver: Any,
+    readable: Sequence[tuple[Any, InboundMessage]],
+    outcomes: Sequence[Outcome],
+    actions: MessageActions,
+) -> int:
+    """``settle_all``, with the completions in ranges where the SDK allows; returns how many
+    dispositions covered more than one message (0 on the public path)."""
+    completer = RangeCompleter.of(receiver)
+    if completer is None:
+        settle_all(readable, outcomes, actions)
+        return 0
+    ranged: list[tuple[tuple[Any, InboundMessage], Outcome]] = []
+    rest: list[tuple[tuple[Any, InboundMessage], Outcome]] = []
+    for pair, outcome in zip(readable, outcomes, strict=True):
+        if outcome.settlement is Settlement.COMPLETE and _settleable(pair[0]):
+            ranged.append((pair, outcome))
+        else:
+            rest.append((pair, outcome))
+    by_message = {id(pair[0]): (pair, outcome) for pair, outcome in ranged}
+    ranges = 0
+    for run in runs([pair[0] for pair, _ in ranged]):
+        try:
+            completer.complete(run)
+            ranges += len(run) > 1
+        except Exception as exc:  # noqa: BLE001 - each message is settled again below
+            log.warning(
+                "completing %d message(s) in one disposition failed (%s); settling each alone",
+                len(run),
+                exc,
+            )
+            rest.extend(by_message[id(message)] for message in run)
+    if rest:
+        settle_all([pair for pair, _ in rest], [outcome for _, outcome in rest], actions)
+    return ranges

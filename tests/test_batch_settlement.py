@@ -1,0 +1,165 @@
+"""Completing in ranges (shared.batch_settlement) over real AMQP against the local broker.
+
+The range path reaches into azure-servicebus's private API, so the first test fails as soon
+as a piece it uses changes (then the worker falls back to settling each message, slower but
+correct); the others show that nothing is lost, doubled or left locked either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from azure.servicebus import ServiceBusReceivedMessage
+from azure.servicebus.exceptions import MessageAlreadySettled
+
+import shared.batch_settlement as batch_settlement
+from shared.batch_settlement import RangeCompleter, runs, settle_batch
+from shared.envelope import InboundMessage
+from shared.pipeline import Pipeline
+from shared.servicebus import Source, Worker, peek_dead_letters, send
+from shared.settlement import ReceiverActions, adapt_all
+from shared.verdicts import Settlement
+from tests.entries import synthetic_message
+
+
+def _peek(servicebus: Any, source: Source) -> list[ServiceBusReceivedMessage]:
+    with source.receiver(servicebus) as receiver:
+        return list(receiver.peek_messages(max_message_count=100))
+
+
+def _malformed(n: int) -> InboundMessage:
+    good = synthetic_message(n)
+    return dataclasses.replace(good, body=good.body[:-20])
+
+
+def _receive(receiver: Any, count: int) -> list[ServiceBusReceivedMessage]:
+    got: list[ServiceBusReceivedMessage] = []
+    while len(got) < count:
+        batch = receiver.receive_messages(max_message_count=count - len(got), max_wait_time=5)
+        assert batch, f"the broker held {len(got)} of {count} messages"
+        got.extend(batch)
+    return got
+
+
+def test_the_sdk_still_offers_what_completing_in_ranges_uses(servicebus):
+    """Fails when azure-servicebus changes a private piece the range path relies on."""
+    source = Source(queue="ranges")
+    send(servicebus, source, [synthetic_message(n) for n in range(3)])
+    with source.receiver(servicebus) as receiver:
+        messages = _receive(receiver, 3)
+        completer = RangeCompleter.of(receiver)
+        assert completer is not None, "the SDK no longer offers range settlement as used here"
+        assert all(batch_settlement._settleable(m) for m in messages)
+        assert [len(run) for run in runs(messages)] == [3]
+        completer.complete(messages)
+        assert completer.tags == set()  # the link forgets every tag, not only the first
+        with pytest.raises(MessageAlreadySettled):
+            receiver.complete_message(messages[1])
+    assert _peek(servicebus, source) == []
+
+
+def test_a_batch_completes_in_ranges_and_dead_letters_one_by_one(servicebus, store):
+    source = Source(queue="ranges")
+    corpus = [synthetic_message(n) for n in range(10)]
+    corpus[4] = _malformed(4)
+    send(servicebus, source, corpus)
+    with source.receiver(servicebus) as receiver:
+        actions = ReceiverActions(receiver)
+        readable = adapt_all(_receive(receiver, 10), actions)
+        outcomes = Pipeline(store).handle([inbound for _, inbound in readable])
+        settlements = [o.settlement for o in outcomes]
+        assert settlements.count(Settlement.DEAD_LETTER) == 1
+        ranges = settle_batch(receiver, readable, outcomes, actions)
+        assert ranges == 2  # 0-3 and 5-9: the dead-letter sits between them
+        assert all(message._settled for message, _ in readable)
+        assert receiver._handler._link._received_delivery_tags == set()
+    assert _peek(servicebus, source) == []
+    dead = peek_dead_letters(servicebus, source)
+    assert [m.message_id for m in dead] == [corpus[4].message_id]
+    assert dead[0].dead_letter_reason == "malformed_json"
+    assert store.count() == 9
+
+
+def test_a_range_that_fails_is_settled_again_one_by_one(servicebus, store, monkeypatch, caplog):
+    source = Source(queue="ranges")
+    send(servicebus, source, [synthetic_message(n) for n in range(6)])
+
+    def refused(self: RangeCompleter, run: Any) -> None:
+        raise RuntimeError("the link detached before the settlement was confirmed")
+
+    monkeypatch.setattr(RangeCompleter, "complete", refused)
+    with caplog.at_level(logging.WARNING, logger="shared.batch_settlement"):
+        stats = Worker(servicebus, Pipeline(store), source, batch_size=6, max_wait_time=2).run(
+            until_idle=True
+        )
+    assert stats.settlements == {Settlement.COMPLETE: 6}
+    assert "completing 6 message(s) in one disposition failed" in caplog.text
+    assert _peek(servicebus, source) == []
+    assert store.count() == 6
+
+
+def test_the_worker_drains_in_ranges_with_one_disposition_a_batch(servicebus, store, monkeypatch):
+    source = Source(queue="ranges")
+    send(servicebus, source, [synthetic_message(n) for n in range(64)])
+    sizes: list[int] = []
+    complete = RangeCompleter.complete
+
+    def counting(self: RangeCompleter, run: Any) -> None:
+        sizes.append(len(run))
+        complete(self, run)
+
+    monkeypatch.setattr(RangeCompleter, "complete", counting)
+    stats = Worker(servicebus, Pipeline(store), source, batch_size=16, max_wait_time=2).run(
+        until_idle=True
+    )
+    assert stats.settlements == {Settlement.COMPLETE: 64}
+    assert sum(sizes) == 64
+    assert len(sizes) <= stats.batches  # at least one message fewer than a disposition each
+    assert len(sizes) < 64
+    assert _peek(servicebus, source) == []
+    assert store.count() == 64
+
+
+class _Recorded:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def complete(self, message: Any) -> None:
+        self.calls.append(("complete", message))
+
+    def abandon(self, message: Any) -> None:
+        self.calls.append(("abandon", message))
+
+    def deadletter(self, message: Any, **_: Any) -> None:
+        self.calls.append(("deadletter", message))
+
+    def renew_message_lock(self, message: Any) -> None:  # pragma: no cover - not used here
+        raise AssertionError
+
+
+def test_without_the_private_api_each_message_is_settled_through_the_public_one(store):
+    inbound = [synthetic_message(n) for n in range(3)]
+    outcomes = Pipeline(store).handle(inbound)
+    readable = [(f"sdk-{n}", m) for n, m in enumerate(inbound)]
+    actions = _Recorded()
+    for receiver in (object(), SimpleNamespace(_handler=None), SimpleNamespace(_session=None)):
+        assert RangeCompleter.of(receiver) is None
+        actions.calls.clear()
+        assert settle_batch(receiver, readable, outcomes, actions) == 0
+        assert actions.calls == [("complete", f"sdk-{n}") for n in range(3)]
+
+
+def test_runs_end_at_a_gap_and_where_delivery_ids_wrap():
+    ids = [7, 8, 9, 11, 12, 2**32 - 1, 0, 1]
+    messages = [SimpleNamespace(_delivery_id=i) for i in ids]
+    assert [[m._delivery_id for m in run] for run in runs(messages)] == [
+        [7, 8, 9],
+        [11, 12],
+        [2**32 - 1],
+        [0, 1],
+    ]
+    assert list(runs([])) == []
