@@ -15,9 +15,13 @@ single id), but no public method reaches it. So:
 * Only completions go by range. Dead-letters (each with its own reason) and abandons are rare
   and go one by one through the public API, as does a message whose lock has run out (the
   SDK refuses it with MessageLockLostError, which is logged).
-* A range the broker does not confirm is settled again message by message through the public
-  API, with its retries: a message the range did complete is then refused and logged, and
-  one it did not is completed or, failing that, redelivered to an idempotent store.
+* A range that fails (the broker refuses one of it, or the answer does not come in the SDK's
+  timeout) is logged and left to the broker, as ``settle_all`` does with a failed settlement:
+  the entries are stored before any settlement, so a message the range did not complete
+  comes back when its lock expires and is completed again without a second entry (the
+  stores are idempotent). Settling it again at once would be worse: a disposition for a
+  delivery the broker already settled may never be answered, and the SDK then waits its
+  whole timeout (60 s) per message.
 * What the SDK's public path does besides, this does too: it marks each message settled and
   forgets its delivery tag (else the link's set of tags would grow with every message). It
   does not open the SDK's settlement tracing span.
@@ -111,7 +115,6 @@ class RangeCompleter:
         """Complete ``run`` (consecutive delivery ids) in one disposition and await the
         broker's echo for each; raises what the SDK raises when any is not confirmed."""
         first = run[0]
-        held = first._delivery_tag in self.tags
         try:
             self.handler.settle_messages(
                 (first._delivery_id, run[-1]._delivery_id),
@@ -120,13 +123,11 @@ class RangeCompleter:
                 await_outcome=True,
                 outcome_timeout=self.timeout,
             )
-        except BaseException:
-            if held:  # the public path looks the first tag up again
-                self.tags.add(first._delivery_tag)
-            raise
+        finally:  # settled or left to the broker, the link has no more use for their tags
+            for message in run:
+                self.tags.discard(message._delivery_tag)
         for message in run:
             message._settled = True
-            self.tags.discard(message._delivery_tag)
 
 
 def runs(messages: Sequence[Any]) -> Iterator[list[Any]]:
@@ -161,19 +162,18 @@ def settle_batch(
             ranged.append((pair, outcome))
         else:
             rest.append((pair, outcome))
-    by_message = {id(pair[0]): (pair, outcome) for pair, outcome in ranged}
     ranges = 0
     for run in runs([pair[0] for pair, _ in ranged]):
         try:
             completer.complete(run)
             ranges += len(run) > 1
-        except Exception as exc:  # noqa: BLE001 - each message is settled again below
+        except Exception as exc:  # noqa: BLE001 - one failed range must not stop the others
             log.warning(
-                "completing %d message(s) in one disposition failed (%s); settling each alone",
+                "completing %d message(s) in one disposition failed (%s); the broker will "
+                "redeliver those it did not complete, and their entries are already stored",
                 len(run),
                 exc,
             )
-            rest.extend(by_message[id(message)] for message in run)
     if rest:
         settle_all([pair for pair, _ in rest], [outcome for _, outcome in rest], actions)
     return ranges

@@ -196,6 +196,8 @@ QUEUES = (
     "resolve:lock=2",
     "cli-edges",
     "ranges",
+    "ranges-retry:lock=2",
+    "ranges-lost:lock=1",
 )
 BROKER_ENTITIES = (
     *(arg for queue in QUEUES for arg in ("--queue", queue)),

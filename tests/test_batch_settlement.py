@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -84,22 +86,60 @@ def test_a_batch_completes_in_ranges_and_dead_letters_one_by_one(servicebus, sto
     assert store.count() == 9
 
 
-def test_a_range_that_fails_is_settled_again_one_by_one(servicebus, store, monkeypatch, caplog):
-    source = Source(queue="ranges")
+def test_a_range_that_fails_is_left_to_the_broker_and_stored_once(
+    servicebus, store, monkeypatch, caplog
+):
+    """The range is refused once: its messages come back when their locks expire and are
+    completed then, each with one entry (the first), nothing dead-lettered or left."""
+    source = Source(queue="ranges-retry")
     send(servicebus, source, [synthetic_message(n) for n in range(6)])
+    complete = RangeCompleter.complete
+    failures = []
 
-    def refused(self: RangeCompleter, run: Any) -> None:
-        raise RuntimeError("the link detached before the settlement was confirmed")
+    def refused_once(self: RangeCompleter, run: Any) -> None:
+        if not failures:
+            failures.append(len(run))
+            raise RuntimeError("the link detached before the settlement was confirmed")
+        complete(self, run)
 
-    monkeypatch.setattr(RangeCompleter, "complete", refused)
+    monkeypatch.setattr(RangeCompleter, "complete", refused_once)
     with caplog.at_level(logging.WARNING, logger="shared.batch_settlement"):
-        stats = Worker(servicebus, Pipeline(store), source, batch_size=6, max_wait_time=2).run(
+        stats = Worker(servicebus, Pipeline(store), source, batch_size=6, max_wait_time=5).run(
             until_idle=True
         )
-    assert stats.settlements == {Settlement.COMPLETE: 6}
+    assert failures == [6]
     assert "completing 6 message(s) in one disposition failed" in caplog.text
+    assert stats.messages == 12  # each twice: the lock ran out, the broker redelivered
+    assert stats.settlements == {Settlement.COMPLETE: 12}
     assert _peek(servicebus, source) == []
-    assert store.count() == 6
+    assert peek_dead_letters(servicebus, source) == []
+    entries = store.in_range().entries
+    assert len(entries) == 6
+    assert {e.delivery_count for e in entries} == {0}  # the first delivery's entry is kept
+
+
+def test_a_range_whose_locks_the_broker_let_go_is_refused_by_the_broker(servicebus, store):
+    """A real refusal: the client believes it holds the locks, the broker expired them; the
+    range fails with the SDK's error, nothing is completed, and the messages come back."""
+    source = Source(queue="ranges-lost")
+    send(servicebus, source, [synthetic_message(n) for n in range(4)])
+    with source.receiver(servicebus) as receiver:
+        held = _receive(receiver, 4)
+        for message in held:  # as if the client's clock were behind the broker's
+            message._expiry = datetime.now(UTC) + timedelta(hours=1)
+        time.sleep(1.6)  # the broker's 1 s locks run out
+        completer = RangeCompleter.of(receiver)
+        assert completer is not None
+        with pytest.raises(Exception, match=r"com\.microsoft:message-lock-lost"):
+            completer.complete(held)
+        assert completer.tags == set()
+        assert not any(message._settled for message in held)
+    back = _peek(servicebus, source)
+    assert len(back) == 4
+    assert {m.delivery_count for m in back} == {1}
+    with source.receiver(servicebus) as receiver:  # leave the queue empty
+        for message in _receive(receiver, 4):
+            receiver.complete_message(message)
 
 
 def test_the_worker_drains_in_ranges_with_one_disposition_a_batch(servicebus, store, monkeypatch):
