@@ -4,6 +4,7 @@
     ├── MalformedMessage         permanent: dead-letter the message with ``reason`` + description
     ├── StoreRejected            permanent: the store refuses one entry for good; dead-letter it
     ├── ConflictingDuplicates    the store already holds another version of these events
+    │                            (in ``shared.stores.base``, beside the entries it carries)
     └── TransientError           retry: do not settle, the broker redelivers the message
         └── StoreUnavailable     the audit store could not durably write or read
 
@@ -12,12 +13,7 @@ Outcomes such as "rejected" or "ignored" are values (see ``shared.verdicts``), n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shared.verdicts import Reason
-
-if TYPE_CHECKING:
-    from shared.audit import AuditEntry
 
 
 class ServiceError(Exception):
@@ -40,16 +36,6 @@ class StoreRejected(ServiceError):
         super().__init__(f"entry {entry_id} rejected by the audit store: {description}")
         self.entry_id = entry_id
         self.description = description
-
-
-class ConflictingDuplicates(ServiceError):
-    """Raised by a store after it stored a batch except entries whose ``entry_id`` it already
-    held with different event content (a forged or broken copy of an event): ``stored`` maps
-    each such entry_id to the version kept (the first one)."""
-
-    def __init__(self, stored: dict[str, AuditEntry]) -> None:
-        super().__init__(f"{len(stored)} entry id(s) already stored with other content")
-        self.stored = stored
 
 
 class TransientError(ServiceError):

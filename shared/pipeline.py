@@ -21,15 +21,10 @@ from uuid import UUID
 from shared.audit import AuditEntry, build_entry
 from shared.dataverse import Limits, RemoteExecutionContext, decode
 from shared.envelope import InboundMessage
-from shared.errors import (
-    ConflictingDuplicates,
-    MalformedMessage,
-    StoreRejected,
-    TransientError,
-)
+from shared.errors import MalformedMessage, StoreRejected, TransientError
 from shared.rules import judge
 from shared.settings import Settings
-from shared.stores.base import AuditStore
+from shared.stores.base import AuditStore, ConflictingDuplicates
 from shared.telemetry import Telemetry
 from shared.verdicts import Reason, Settlement, Verdict
 

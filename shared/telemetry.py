@@ -11,10 +11,29 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from shared.pipeline import Outcome
+from shared.verdicts import Reason, Settlement, Verdict
+
+
+class _Decided(Protocol):
+    """What ``record`` reads of a decision (``shared.pipeline.Decision``)."""
+
+    @property
+    def verdict(self) -> Verdict: ...
+    @property
+    def reason(self) -> Reason | None: ...
+
+
+class Counted(Protocol):
+    """What ``record`` reads of an outcome (``shared.pipeline.Outcome``), named here so that
+    this module does not import the pipeline that imports it."""
+
+    @property
+    def decision(self) -> _Decided: ...
+    @property
+    def settlement(self) -> Settlement: ...
+
 
 log = logging.getLogger(__name__)
 METER = "processsession_audit"
@@ -50,7 +69,7 @@ class Telemetry:
         for finding, count in counts.items():
             self._reconciled.add(count, {"finding": finding})
 
-    def record(self, outcomes: Sequence[Outcome], seconds: float) -> None:
+    def record(self, outcomes: Sequence[Counted], seconds: float) -> None:
         """Count each outcome and record the per-message processing time of the batch."""
         if not self.enabled or not outcomes:
             return

@@ -109,7 +109,7 @@ def test_astral_text_over_the_property_limit_is_stored_whole(any_store):
 
 
 def test_other_content_under_a_stored_entry_id_is_refused_and_the_first_kept(any_store):
-    from shared.errors import ConflictingDuplicates
+    from shared.stores.base import ConflictingDuplicates
 
     genuine = make_entry(1, regarding=BANK_A)
     any_store.write([genuine, make_entry(2, regarding=BANK_A)])
@@ -128,7 +128,7 @@ def test_other_content_under_a_stored_entry_id_is_refused_and_the_first_kept(any
 
 
 def test_a_conflict_inside_one_batch_keeps_the_first(any_store):
-    from shared.errors import ConflictingDuplicates
+    from shared.stores.base import ConflictingDuplicates
 
     first = make_entry(7, regarding=BANK_A)
     second = first.model_copy(update={"regarding_id": BANK_B})

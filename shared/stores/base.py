@@ -14,10 +14,21 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from shared.audit import AuditEntry
+from shared.errors import ServiceError
 from shared.keys import KeyRing
 from shared.stores.seals import StoredRow
 
 log = logging.getLogger(__name__)
+
+
+class ConflictingDuplicates(ServiceError):
+    """Raised by a store after it stored a batch except entries whose ``entry_id`` it already
+    held with different event content (a forged or broken copy of an event): ``stored`` maps
+    each such entry_id to the version kept (the first one)."""
+
+    def __init__(self, stored: dict[str, AuditEntry]) -> None:
+        super().__init__(f"{len(stored)} entry id(s) already stored with other content")
+        self.stored = stored
 
 
 @dataclass(frozen=True, slots=True)

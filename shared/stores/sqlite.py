@@ -17,10 +17,11 @@ from functools import partial
 from pathlib import Path
 
 from shared.audit import AuditEntry, iso_utc
-from shared.errors import ConflictingDuplicates, StoreUnavailable
+from shared.errors import StoreUnavailable
 from shared.keys import KeyRing
 from shared.stores.base import (
     DEFAULT_PAGE_CHARS,
+    ConflictingDuplicates,
     Page,
     ViewProblem,
     conflicting,

@@ -69,11 +69,12 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.audit import AuditEntry, iso_utc
-from shared.errors import ConflictingDuplicates, StoreRejected, StoreUnavailable
+from shared.errors import StoreRejected, StoreUnavailable
 from shared.keys import KeyRing
 from shared.settings import connection_string_value
 from shared.stores.base import (
     DEFAULT_PAGE_CHARS,
+    ConflictingDuplicates,
     Page,
     ViewProblem,
     conflicting,
