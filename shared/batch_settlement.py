@@ -83,7 +83,6 @@ def _settleable(message: Any) -> bool:
 class RangeCompleter:
     """Completes runs of consecutive deliveries of one receiver in one disposition each."""
 
-    receiver: Any
     handler: Any
     tags: set[bytes]
     timeout: float | None
@@ -109,7 +108,7 @@ class RangeCompleter:
             return None
         config = getattr(receiver, "_config", None)
         timeout = getattr(config, "timeout", None)
-        return cls(receiver, handler, tags, timeout if isinstance(timeout, int | float) else None)
+        return cls(handler, tags, timeout if isinstance(timeout, int | float) else None)
 
     def complete(self, run: Sequence[Any]) -> None:
         """Complete ``run`` (consecutive delivery ids) in one disposition and await the
