@@ -15,13 +15,16 @@ single id), but no public method reaches it. So:
 * Only completions go by range. Dead-letters (each with its own reason) and abandons are rare
   and go one by one through the public API, as does a message whose lock has run out (the
   SDK refuses it with MessageLockLostError, which is logged).
-* A range that fails (the broker refuses one of it, or the answer does not come in the SDK's
-  timeout) is logged and left to the broker, as ``settle_all`` does with a failed settlement:
+* A range that fails (the broker refuses one of it, or its answer does not come) is logged
+  and left to the broker, as ``settle_all`` does with a failed settlement:
   the entries are stored before any settlement, so a message the range did not complete
   comes back when its lock expires and is completed again without a second entry (the
   stores are idempotent). Settling it again at once would be worse: a disposition for a
   delivery the broker already settled may never be answered, and the SDK then waits its
   whole timeout (60 s) per message.
+* A range waits at most ``CONFIRM_TIMEOUT`` for its answer, not the SDK's 60 s. A broker that
+  does not answer one in that time, on a link that is still up, may not settle ranges at all:
+  ``settle_batch`` then says so, and the worker settles each message from then on.
 * What the SDK's public path does besides, this does too: it marks each message settled and
   forgets its delivery tag (else the link's set of tags would grow with every message). It
   does not open the SDK's settlement tracing span.
@@ -44,6 +47,9 @@ if TYPE_CHECKING:
     from shared.pipeline import Outcome
 
 log = logging.getLogger(__name__)
+
+#: Seconds a range waits for the broker's answer (the SDK waits 60 s for a single settlement).
+CONFIRM_TIMEOUT = 10.0
 
 #: What the capability check requires of the SDK's private API (parameter names by callable).
 _SETTLE_PARAMETERS = ("delivery_id", "delivery_tag", "outcome")
@@ -85,7 +91,7 @@ class RangeCompleter:
 
     handler: Any
     tags: set[bytes]
-    timeout: float | None
+    timeout: float
 
     @classmethod
     def of(cls, receiver: Any) -> RangeCompleter | None:
@@ -108,7 +114,9 @@ class RangeCompleter:
             return None
         config = getattr(receiver, "_config", None)
         timeout = getattr(config, "timeout", None)
-        return cls(handler, tags, timeout if isinstance(timeout, int | float) else None)
+        if isinstance(timeout, int | float) and timeout > 0:
+            return cls(handler, tags, min(float(timeout), CONFIRM_TIMEOUT))
+        return cls(handler, tags, CONFIRM_TIMEOUT)
 
     def complete(self, run: Sequence[Any]) -> None:
         """Complete ``run`` (consecutive delivery ids) in one disposition and await the
@@ -142,18 +150,28 @@ def runs(messages: Sequence[Any]) -> Iterator[list[Any]]:
         yield run
 
 
+def _unanswered(exc: BaseException) -> bool:
+    """The broker gave no answer in time while the link stayed up (the SDK's
+    MessageSettlementUnconfirmed with its client-error condition; a detached link has its
+    own condition and says nothing about ranges)."""
+    condition = getattr(exc, "condition", None)
+    return type(exc).__name__ == "MessageSettlementUnconfirmed" and (
+        getattr(condition, "value", condition) in (b"amqp:client-error", "amqp:client-error")
+    )
+
+
 def settle_batch(
     receiver: Any,
     readable: Sequence[tuple[Any, InboundMessage]],
     outcomes: Sequence[Outcome],
     actions: MessageActions,
-) -> int:
-    """``settle_all``, with the completions in ranges where the SDK allows; returns how many
-    dispositions covered more than one message (0 on the public path)."""
+) -> bool:
+    """``settle_all``, with the completions in ranges where the SDK allows. Returns False when
+    a range went unanswered and ranges should not be tried again on this receiver."""
     completer = RangeCompleter.of(receiver)
     if completer is None:
         settle_all(readable, outcomes, actions)
-        return 0
+        return True
     ranged: list[tuple[tuple[Any, InboundMessage], Outcome]] = []
     rest: list[tuple[tuple[Any, InboundMessage], Outcome]] = []
     for pair, outcome in zip(readable, outcomes, strict=True):
@@ -161,11 +179,14 @@ def settle_batch(
             ranged.append((pair, outcome))
         else:
             rest.append((pair, outcome))
-    ranges = 0
+    by_message = {id(pair[0]): (pair, outcome) for pair, outcome in ranged}
+    answered = True
     for run in runs([pair[0] for pair, _ in ranged]):
+        if not answered:  # the broker did not answer a range: the public path, one by one
+            rest.extend(by_message[id(message)] for message in run)
+            continue
         try:
             completer.complete(run)
-            ranges += len(run) > 1
         except Exception as exc:  # noqa: BLE001 - one failed range must not stop the others
             log.warning(
                 "completing %d message(s) in one disposition failed (%s); the broker will "
@@ -173,6 +194,14 @@ def settle_batch(
                 len(run),
                 exc,
             )
+            if _unanswered(exc):
+                answered = False
+                log.warning(
+                    "the broker did not answer a settlement of %d messages in one disposition "
+                    "within %g s: settling each message on its own from now on",
+                    len(run),
+                    completer.timeout,
+                )
     if rest:
         settle_all([pair for pair, _ in rest], [outcome for _, outcome in rest], actions)
-    return ranges
+    return answered

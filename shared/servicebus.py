@@ -212,7 +212,8 @@ class Worker:
     batches: a batch in hand is always settled before the receiver closes (the SDK then
     releases prefetched messages unharmed), so a stop never strands a locked message.
     Completions go to the broker in one disposition per run of consecutive messages where the
-    SDK allows it (``shared.batch_settlement``), else one by one.
+    SDK allows it (``shared.batch_settlement``), else one by one, as they do for good once the
+    broker leaves a range unanswered.
     """
 
     def __init__(
@@ -243,6 +244,7 @@ class Worker:
             self.source.receiver(self.client) as receiver,
         ):
             actions = ReceiverActions(receiver)
+            in_ranges = self.settle_in_ranges
             while not stop.is_set():
                 batch = receiver.receive_messages(
                     max_message_count=self.batch_size, max_wait_time=self.max_wait_time
@@ -257,8 +259,8 @@ class Worker:
                 decided = pool.submit(self.pipeline.handle, inbound, stop)
                 self._keep_locks(receiver, [m for m, _ in readable], decided)
                 outcomes = decided.result()
-                if self.settle_in_ranges:
-                    settle_batch(receiver, readable, outcomes, actions)
+                if in_ranges:
+                    in_ranges = settle_batch(receiver, readable, outcomes, actions)
                 else:
                     settle_all(readable, outcomes, actions)
                 stats.add(outcomes)

@@ -75,8 +75,13 @@ def test_a_batch_completes_in_ranges_and_dead_letters_one_by_one(servicebus, sto
         outcomes = Pipeline(store).handle([inbound for _, inbound in readable])
         settlements = [o.settlement for o in outcomes]
         assert settlements.count(Settlement.DEAD_LETTER) == 1
-        ranges = settle_batch(receiver, readable, outcomes, actions)
-        assert ranges == 2  # 0-3 and 5-9: the dead-letter sits between them
+        completed = [
+            message
+            for (message, _), outcome in zip(readable, outcomes, strict=True)
+            if outcome.settlement is Settlement.COMPLETE
+        ]
+        assert [len(run) for run in runs(completed)] == [4, 5]  # the dead-letter splits them
+        assert settle_batch(receiver, readable, outcomes, actions) is True
         assert all(message._settled for message, _ in readable)
         assert receiver._handler._link._received_delivery_tags == set()
     assert _peek(servicebus, source) == []
@@ -189,7 +194,7 @@ def test_without_the_private_api_each_message_is_settled_through_the_public_one(
     for receiver in (object(), SimpleNamespace(_handler=None), SimpleNamespace(_session=None)):
         assert RangeCompleter.of(receiver) is None
         actions.calls.clear()
-        assert settle_batch(receiver, readable, outcomes, actions) == 0
+        assert settle_batch(receiver, readable, outcomes, actions) is True
         assert actions.calls == [("complete", f"sdk-{n}") for n in range(3)]
 
 
@@ -203,3 +208,40 @@ def test_runs_end_at_a_gap_and_where_delivery_ids_wrap():
         [0, 1],
     ]
     assert list(runs([])) == []
+
+
+def test_a_broker_that_leaves_a_range_unanswered_gets_each_message_settled_alone(
+    tmp_path, store, monkeypatch, caplog
+):
+    """A real unanswered range: this broker answers each settlement only after 1.5 s, and a
+    range waits 0.5 s here. The worker gives ranges up once, for good, and loses nothing."""
+    from azure.servicebus import ServiceBusClient
+
+    from devtools.broker_process import BrokerProcess
+
+    monkeypatch.setattr(batch_settlement, "CONFIRM_TIMEOUT", 0.5)
+    sizes: list[int] = []
+    complete = RangeCompleter.complete
+
+    def counting(self: RangeCompleter, run: Any) -> None:
+        sizes.append(len(run))
+        complete(self, run)
+
+    monkeypatch.setattr(RangeCompleter, "complete", counting)
+    source = Source(queue="slow-echo")
+    with (
+        BrokerProcess(
+            "--queue", "slow-echo:lock=30", "--settle-latency-ms=1500", log=tmp_path / "log"
+        ) as broker,
+        ServiceBusClient.from_connection_string(broker.connection_string) as client,
+    ):
+        send(client, source, [synthetic_message(n) for n in range(6)])
+        with caplog.at_level(logging.WARNING, logger="shared.batch_settlement"):
+            stats = Worker(client, Pipeline(store), source, batch_size=3, max_wait_time=3).run(
+                until_idle=True
+            )
+        assert sizes == [3]  # the first batch's range; the second batch went one by one
+        assert "did not answer a settlement of 3 messages in one disposition" in caplog.text
+        assert stats.settlements == {Settlement.COMPLETE: 6}
+        assert _peek(client, source) == []  # the unanswered range was applied late: none back
+    assert store.count() == 6
