@@ -15,8 +15,8 @@ single id), but no public method reaches it. So:
 * Only completions go by range. Dead-letters (each with its own reason) and abandons are rare
   and go one by one through the public API, as does a message whose lock has run out (the
   SDK refuses it with MessageLockLostError, which is logged).
-* A range that fails (the broker refuses one of it, or its answer does not come) is logged
-  and left to the broker, as ``settle_all`` does with a failed settlement:
+* A range whose answer does not come, or whose lock the broker says is lost, is logged and
+  left to the broker, as ``settle_all`` does with a failed settlement:
   the entries are stored before any settlement, so a message the range did not complete
   comes back when its lock expires and is completed again without a second entry (the
   stores are idempotent). Settling it again at once would be worse: a disposition for a
@@ -24,7 +24,9 @@ single id), but no public method reaches it. So:
   whole timeout (60 s) per message.
 * A range waits at most ``CONFIRM_TIMEOUT`` for its answer, not the SDK's 60 s. A broker that
   does not answer one in that time, on a link that is still up, may not settle ranges at all:
-  ``settle_batch`` then says so, and the worker settles each message from then on.
+  ``settle_batch`` then says so, and the worker settles each message from then on. So it does
+  after any other failure of a range (a refusal other than a lost lock, an error before the
+  disposition went out), after settling that range's messages one by one at once.
 * What the SDK's public path does besides, this does too: it marks each message settled and
   forgets its delivery tag (else the link's set of tags would grow with every message). It
   does not open the SDK's settlement tracing span.
@@ -150,14 +152,33 @@ def runs(messages: Sequence[Any]) -> Iterator[list[Any]]:
         yield run
 
 
-def _unanswered(exc: BaseException) -> bool:
-    """The broker gave no answer in time while the link stayed up (the SDK's
-    MessageSettlementUnconfirmed with its client-error condition; a detached link has its
-    own condition and says nothing about ranges)."""
+#: The broker's answer for a message whose lock it no longer holds (reference §2.6).
+LOCK_LOST = "com.microsoft:message-lock-lost"
+
+
+def _condition(exc: BaseException) -> str:
     condition = getattr(exc, "condition", None)
-    return type(exc).__name__ == "MessageSettlementUnconfirmed" and (
-        getattr(condition, "value", condition) in (b"amqp:client-error", "amqp:client-error")
-    )
+    value = getattr(condition, "value", condition)
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _after_failure(exc: BaseException) -> tuple[bool, bool]:
+    """What a failed range means: (settle its messages alone now, keep using ranges).
+
+    * No answer in time while the link stayed up (the SDK's MessageSettlementUnconfirmed with
+      a client-error condition): the broker may apply the range late, so it is left to the
+      broker; this broker may not settle ranges at all, so they are given up.
+    * The link detached, or the broker answered that a lock is lost: left to the broker (a
+      lock that is gone cannot be settled alone either); ranges stay.
+    * Anything else (another refusal, or an error before the disposition went out): each
+      message is settled alone at once, and ranges are given up.
+    """
+    condition = _condition(exc)
+    if type(exc).__name__ == "MessageSettlementUnconfirmed":
+        return False, condition != "amqp:client-error"
+    if condition == LOCK_LOST:
+        return False, True
+    return True, False
 
 
 def settle_batch(
@@ -167,7 +188,7 @@ def settle_batch(
     actions: MessageActions,
 ) -> bool:
     """``settle_all``, with the completions in ranges where the SDK allows. Returns False when
-    a range went unanswered and ranges should not be tried again on this receiver."""
+    a failed range says ranges should not be tried again on this receiver (``_after_failure``)."""
     completer = RangeCompleter.of(receiver)
     if completer is None:
         settle_all(readable, outcomes, actions)
@@ -180,28 +201,29 @@ def settle_batch(
         else:
             rest.append((pair, outcome))
     by_message = {id(pair[0]): (pair, outcome) for pair, outcome in ranged}
-    answered = True
+    in_ranges = True
     for run in runs([pair[0] for pair, _ in ranged]):
-        if not answered:  # the broker did not answer a range: the public path, one by one
+        if not in_ranges:
             rest.extend(by_message[id(message)] for message in run)
             continue
         try:
             completer.complete(run)
         except Exception as exc:  # noqa: BLE001 - one failed range must not stop the others
+            alone_now, in_ranges = _after_failure(exc)
+            unanswered = not alone_now and not in_ranges
             log.warning(
-                "completing %d message(s) in one disposition failed (%s); the broker will "
-                "redeliver those it did not complete, and their entries are already stored",
+                "completing %d message(s) in one disposition %s (%s); %s%s",
                 len(run),
+                f"got no answer within {completer.timeout:g} s" if unanswered else "failed",
                 exc,
+                "settling each on its own"
+                if alone_now
+                else "the broker will redeliver those it did not complete (their entries are "
+                "already stored)",
+                "" if in_ranges else ", and every message on its own from now on",
             )
-            if _unanswered(exc):
-                answered = False
-                log.warning(
-                    "the broker did not answer a settlement of %d messages in one disposition "
-                    "within %g s: settling each message on its own from now on",
-                    len(run),
-                    completer.timeout,
-                )
+            if alone_now:
+                rest.extend(by_message[id(message)] for message in run)
     if rest:
         settle_all([pair for pair, _ in rest], [outcome for _, outcome in rest], actions)
-    return answered
+    return in_ranges

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from azure.servicebus import ServiceBusReceivedMessage
+from azure.servicebus._pyamqp.error import ErrorCondition, MessageSettlementUnconfirmed
 from azure.servicebus.exceptions import MessageAlreadySettled
 
 import shared.batch_settlement as batch_settlement
@@ -91,29 +92,35 @@ def test_a_batch_completes_in_ranges_and_dead_letters_one_by_one(servicebus, sto
     assert store.count() == 9
 
 
-def test_a_range_that_fails_is_left_to_the_broker_and_stored_once(
+def test_a_range_cut_off_by_a_detached_link_is_left_to_the_broker_and_stored_once(
     servicebus, store, monkeypatch, caplog
 ):
-    """The range is refused once: its messages come back when their locks expire and are
-    completed then, each with one entry (the first), nothing dead-lettered or left."""
+    """The link detaches before the range's answer (the SDK's own error for it): its messages
+    come back when their locks expire and are completed then, in a range again, each with one
+    entry (the first), nothing dead-lettered or left."""
     source = Source(queue="ranges-retry")
     send(servicebus, source, [synthetic_message(n) for n in range(6)])
     complete = RangeCompleter.complete
     failures = []
 
-    def refused_once(self: RangeCompleter, run: Any) -> None:
+    def detached_once(self: RangeCompleter, run: Any) -> None:
         if not failures:
             failures.append(len(run))
-            raise RuntimeError("the link detached before the settlement was confirmed")
+            raise MessageSettlementUnconfirmed(
+                condition=ErrorCondition.LinkDetachForced,
+                description="The link detached before the settlement was confirmed",
+            )
+        failures.append(len(run))
         complete(self, run)
 
-    monkeypatch.setattr(RangeCompleter, "complete", refused_once)
+    monkeypatch.setattr(RangeCompleter, "complete", detached_once)
     with caplog.at_level(logging.WARNING, logger="shared.batch_settlement"):
         stats = Worker(servicebus, Pipeline(store), source, batch_size=6, max_wait_time=5).run(
             until_idle=True
         )
-    assert failures == [6]
+    assert failures == [6, 6]  # ranges stay in use after a detach
     assert "completing 6 message(s) in one disposition failed" in caplog.text
+    assert "the broker will redeliver" in caplog.text
     assert stats.messages == 12  # each twice: the lock ran out, the broker redelivered
     assert stats.settlements == {Settlement.COMPLETE: 12}
     assert _peek(servicebus, source) == []
@@ -121,6 +128,30 @@ def test_a_range_that_fails_is_left_to_the_broker_and_stored_once(
     entries = store.in_range().entries
     assert len(entries) == 6
     assert {e.delivery_count for e in entries} == {0}  # the first delivery's entry is kept
+
+
+def test_a_range_failing_otherwise_is_settled_alone_at_once_and_ranges_are_given_up(
+    servicebus, store, monkeypatch, caplog
+):
+    source = Source(queue="ranges")
+    send(servicebus, source, [synthetic_message(n) for n in range(8)])
+    calls = []
+
+    def broken(self: RangeCompleter, run: Any) -> None:
+        calls.append(len(run))
+        raise RuntimeError("an error before the disposition went out")
+
+    monkeypatch.setattr(RangeCompleter, "complete", broken)
+    with caplog.at_level(logging.WARNING, logger="shared.batch_settlement"):
+        stats = Worker(servicebus, Pipeline(store), source, batch_size=4, max_wait_time=2).run(
+            until_idle=True
+        )
+    assert calls == [4]  # the second batch was not tried as a range
+    assert "settling each on its own, and every message on its own from now on" in caplog.text
+    assert stats.messages == 8  # none redelivered: each was completed alone at once
+    assert stats.settlements == {Settlement.COMPLETE: 8}
+    assert _peek(servicebus, source) == []
+    assert store.count() == 8
 
 
 def test_a_range_whose_locks_the_broker_let_go_is_refused_by_the_broker(servicebus, store):
@@ -135,8 +166,10 @@ def test_a_range_whose_locks_the_broker_let_go_is_refused_by_the_broker(serviceb
         time.sleep(1.6)  # the broker's 1 s locks run out
         completer = RangeCompleter.of(receiver)
         assert completer is not None
-        with pytest.raises(Exception, match=r"com\.microsoft:message-lock-lost"):
+        with pytest.raises(Exception, match=r"com\.microsoft:message-lock-lost") as refused:
             completer.complete(held)
+        # left to the broker (the locks are gone), and ranges stay in use
+        assert batch_settlement._after_failure(refused.value) == (False, True)
         assert completer.tags == set()
         assert not any(message._settled for message in held)
     back = _peek(servicebus, source)
@@ -241,7 +274,25 @@ def test_a_broker_that_leaves_a_range_unanswered_gets_each_message_settled_alone
                 until_idle=True
             )
         assert sizes == [3]  # the first batch's range; the second batch went one by one
-        assert "did not answer a settlement of 3 messages in one disposition" in caplog.text
+        assert "completing 3 message(s) in one disposition got no answer within 0.5 s" in (
+            caplog.text
+        )
+        assert "every message on its own from now on" in caplog.text
         assert stats.settlements == {Settlement.COMPLETE: 6}
         assert _peek(client, source) == []  # the unanswered range was applied late: none back
     assert store.count() == 6
+
+
+def test_what_each_failure_of_a_range_leads_to():
+    from azure.servicebus._pyamqp.error import MessageException
+
+    unanswered = MessageSettlementUnconfirmed(condition=ErrorCondition.ClientError)
+    detached = MessageSettlementUnconfirmed(condition=ErrorCondition.LinkDetachForced)
+    lock_lost = MessageException(condition=b"com.microsoft:message-lock-lost")
+    other = MessageException(condition=b"amqp:not-implemented")
+    # (settle its messages alone now, keep using ranges)
+    assert batch_settlement._after_failure(unanswered) == (False, False)
+    assert batch_settlement._after_failure(detached) == (False, True)
+    assert batch_settlement._after_failure(lock_lost) == (False, True)
+    assert batch_settlement._after_failure(other) == (True, False)
+    assert batch_settlement._after_failure(ValueError("Link already closed.")) == (True, False)
