@@ -81,7 +81,8 @@ fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py tests/test_properties.py
 
 ## bench: throughput vs the parse floor, the naive baseline, Table store, cold start, memory,
-## and the drain of the local broker (bare loop, worker into SQLite, into Table on Azurite)
+## the drain of the local broker (bare loop, worker into SQLite, into Table on Azurite), and the
+## typed-decode probe
 bench: install install-node
 	$(PY) -m bench.run
 	$(PY) -m bench.numbers
@@ -92,6 +93,7 @@ bench: install install-node
 	$(PY) -m bench.drain --rounds 2 --settle-latency-ms 2 --variants bare sqlite sqlite-each
 	$(PY) -m bench.hostile
 	$(PY) -m bench.worker_memory
+	$(PY) -m bench.typed_decode
 
 ## samples: the bundled samples against samples/expected.json (in the repo); then, when the
 ## team's handout folder is beside the repo, its own checker too
