@@ -193,6 +193,28 @@ def _parse_time(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1, for --batch-size and --max."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds above 0, for --max-wait."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def _guid(text: str) -> str:
     """A record id for --regarding and --session, read as the HTTP API reads one."""
     from shared.trail import record_id
@@ -591,22 +613,24 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    until = [f"{args.max} message(s)"] if args.max else []
+    until += ["the entity is idle"] if args.until_idle else []
     log.info(
         "worker on %s: %s; store %s (Ctrl-C stops after the batch in hand)",
         source,
-        "until the entity is idle" if args.until_idle else "running",
+        f"until {' or '.join(until)}" if until else "running",
         store_label(settings),
     )
     try:
         with client:
             stats = Worker(
                 client, pipeline, source, batch_size=args.batch_size, max_wait_time=args.max_wait
-            ).run(stop, until_idle=args.until_idle)
+            ).run(stop, until_idle=args.until_idle, max_messages=args.max)
     finally:
         pipeline.store.close()
     outcomes = stats.outcomes
     out = console()
-    if args.until_idle:
+    if until:
         shown = f"the last {len(outcomes)} of " if len(outcomes) < stats.messages else ""
         out.print(
             outcomes_table(
@@ -1074,13 +1098,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _entity_options(worker)
     worker.add_argument(
-        "--batch-size", type=int, default=32, help="messages received per batch (default 32)"
+        "--batch-size", type=_count, default=32, help="messages received per batch (default 32)"
     )
     worker.add_argument(
-        "--max-wait", type=float, default=1.0, help="seconds a receive waits for messages"
+        "--max-wait", type=_seconds, default=1.0, help="seconds a receive waits for messages"
     )
     worker.add_argument(
         "--until-idle", action="store_true", help="stop when a receive finds the entity empty"
+    )
+    worker.add_argument(
+        "--max",
+        type=_count,
+        metavar="N",
+        help="stop after N messages, each settled (it never receives more than N)",
     )
     worker.set_defaults(handler=cmd_worker)
 

@@ -235,8 +235,14 @@ class Worker:
         #: settles each through the SDK's public API (what the benchmark compares against).
         self.settle_in_ranges = settle_in_ranges
 
-    def run(self, stop: threading.Event | None = None, until_idle: bool = False) -> WorkerStats:
-        """Process until ``stop`` is set (or, with ``until_idle``, until a receive is empty)."""
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        until_idle: bool = False,
+        max_messages: int | None = None,
+    ) -> WorkerStats:
+        """Process until ``stop`` is set (or, with ``until_idle``, until a receive is empty;
+        with ``max_messages``, once that many were received, never receiving more)."""
         stop = stop or threading.Event()
         stats = WorkerStats()
         with (
@@ -245,10 +251,17 @@ class Worker:
         ):
             actions = ReceiverActions(receiver)
             in_ranges = self.settle_in_ranges
+            received = 0  # unreadable ones included, which make no outcome
             while not stop.is_set():
+                wanted = self.batch_size
+                if max_messages is not None:
+                    wanted = min(wanted, max_messages - received)
+                    if wanted <= 0:
+                        break
                 batch = receiver.receive_messages(
-                    max_message_count=self.batch_size, max_wait_time=self.max_wait_time
+                    max_message_count=wanted, max_wait_time=self.max_wait_time
                 )
+                received += len(batch)
                 if not batch:
                     if until_idle:
                         break

@@ -198,6 +198,7 @@ QUEUES = (
     "ranges",
     "ranges-retry:lock=2",
     "ranges-lost:lock=1",
+    "bounded",
 )
 BROKER_ENTITIES = (
     *(arg for queue in QUEUES for arg in ("--queue", queue)),

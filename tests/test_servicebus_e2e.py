@@ -267,3 +267,37 @@ def test_a_long_running_worker_keeps_counts_and_only_its_recent_outcomes(
     assert kept.decision.entry is not None
     assert kept.decision.entry.changes == []
     assert store.in_range().entries[-1].changes != []  # the store has them whole
+
+
+def test_the_worker_stops_after_max_messages_and_holds_none_beyond(broker, tmp_path):
+    """``--max N`` receives exactly N (a short last batch), settles each, and leaves the rest
+    unlocked: a second worker receives them at once."""
+    env = {
+        "SERVICEBUS_CONNECTION_STRING": broker.connection_string,
+        "PROCESS_SESSION_QUEUE": "bounded",
+        "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"),
+    }
+    samples = sorted(load_samples().values(), key=lambda s: s.name)
+    valid = [s.message for s in samples if not s.name.startswith("malformed")]
+    from azure.servicebus import ServiceBusClient
+
+    with ServiceBusClient.from_connection_string(broker.connection_string) as client:
+        send(client, Source(queue="bounded"), valid)
+    first = run_cli("worker", "--max", "5", "--batch-size", "3", "--max-wait", "2", env=env)
+    assert "5 message(s) from queue bounded" in first.stdout
+    assert "until 5 message(s)" in first.stderr
+    rest = run_cli("worker", "--until-idle", "--max-wait", "2", env=env)
+    assert f"{len(valid) - 5} message(s) from queue bounded" in rest.stdout
+    with sqlite3.connect(tmp_path / "a.sqlite3") as db:
+        assert db.execute("select count(*) from audit_entries").fetchone()[0] == 6
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--max", "0"), ("--batch-size", "-3"), ("--batch-size", "x"), ("--max-wait", "0")],
+)
+def test_worker_counts_and_waits_must_be_positive(option, value):
+    done = run_cli("worker", "--queue", "q", option, value, check=False)
+    assert done.returncode == 2
+    assert f"argument {option}" in done.stderr
+    assert "at least 1" in done.stderr or "above 0" in done.stderr
