@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.envelope import InboundMessage
 from shared.settlement import MessageActions, settle_all
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from shared.pipeline import Outcome
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds a range waits for the broker's answer (the SDK waits 60 s for a single settlement).
 CONFIRM_TIMEOUT = 10.0
@@ -62,6 +63,10 @@ _DISPOSITION_PARAMETERS = (
     "await_outcome",
     "outcome_timeout",
 )
+
+
+def _delivery_id(message: Any) -> int:
+    return int(message._delivery_id)
 
 
 @cache
@@ -139,15 +144,15 @@ class RangeCompleter:
             message._settled = True
 
 
-def runs(messages: Sequence[Any]) -> Iterator[list[Any]]:
-    """The messages in runs of consecutive delivery ids, in order (delivery ids are 32-bit
+def runs(items: Sequence[T], delivery_id: Callable[[T], int] = _delivery_id) -> Iterator[list[T]]:
+    """The items in runs of consecutive delivery ids, in order (delivery ids are 32-bit
     serial numbers: where they wrap to 0, a run ends)."""
-    run: list[Any] = []
-    for message in messages:
-        if run and message._delivery_id != run[-1]._delivery_id + 1:
+    run: list[T] = []
+    for item in items:
+        if run and delivery_id(item) != delivery_id(run[-1]) + 1:
             yield run
             run = []
-        run.append(message)
+        run.append(item)
     if run:
         yield run
 
@@ -200,14 +205,13 @@ def settle_batch(
             ranged.append((pair, outcome))
         else:
             rest.append((pair, outcome))
-    by_message = {id(pair[0]): (pair, outcome) for pair, outcome in ranged}
     in_ranges = True
-    for run in runs([pair[0] for pair, _ in ranged]):
+    for run in runs(ranged, lambda item: _delivery_id(item[0][0])):
         if not in_ranges:
-            rest.extend(by_message[id(message)] for message in run)
+            rest.extend(run)
             continue
         try:
-            completer.complete(run)
+            completer.complete([message for (message, _), _ in run])
         except Exception as exc:  # noqa: BLE001 - one failed range must not stop the others
             alone_now, in_ranges = _after_failure(exc)
             unanswered = not alone_now and not in_ranges
@@ -223,7 +227,7 @@ def settle_batch(
                 "" if in_ranges else ", and every message on its own from now on",
             )
             if alone_now:
-                rest.extend(by_message[id(message)] for message in run)
+                rest.extend(run)
     if rest:
         settle_all([pair for pair, _ in rest], [outcome for _, outcome in rest], actions)
     return in_ranges
