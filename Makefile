@@ -90,7 +90,7 @@ bench: install install-node
 	$(PY) -m bench.bodies
 	$(PY) -m bench.sqlite_schema
 	$(PY) -m bench.drain
-	$(PY) -m bench.drain --rounds 2 --settle-latency-ms 2 --variants bare sqlite sqlite-each
+	$(PY) -m bench.drain --settle-latency-ms 2 --receive-latency-ms 2 --variants bare sqlite sqlite-each
 	$(PY) -m bench.hostile
 	$(PY) -m bench.worker_memory
 	$(PY) -m bench.typed_decode

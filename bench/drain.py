@@ -12,8 +12,11 @@ namespace (receives are not delayed).
 Per variant and round: wall-clock messages per second (the drain waits on the broker and on
 Azurite, so wall time is what a queue sees) and this process's CPU per message (the client's
 work: the SDK, the pipeline, the store client; the broker and Azurite run in their own
-processes). Ratios are per round (variant / bare loop of the same round); the best round is
-printed with the range over rounds. Sending the messages is not measured.
+processes). The wall time of a drain runs from its first batch's arrival to its last
+settlement (``Window``); its CPU is measured less the same variant's drain of the then empty
+queue, run right after it (opening and closing the receiver, one empty receive). Ratios are
+per round (variant / bare loop of the same round); the best round is printed with the range
+over rounds. Sending the messages is not measured.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 from azure.servicebus import ServiceBusClient
 
+import shared.servicebus as servicebus_module
 from bench.corpus import messages
 from devtools.azurite import Azurite
 from devtools.broker_process import BrokerProcess
@@ -55,6 +59,48 @@ def phase(text: str) -> None:
     print(f"[drain] {text}", file=sys.stderr, flush=True)
 
 
+class Window:
+    """When a drain's first batch arrived and its last settlement returned: the wall time
+    between them is the drain's. Opening and closing a receiver and the last, empty receive
+    are left out: they cost the same whatever the messages, and closing ends on the SDK's
+    whole seconds (a drain of 0, 640 or 2,000 messages took 2.00 or 3.00 s from open to
+    close here), which would round every variant's time."""
+
+    first: float | None = None
+    last: float | None = None
+
+    @classmethod
+    def received(cls) -> None:
+        if cls.first is None:
+            cls.first = time.perf_counter()
+
+    @classmethod
+    def settled(cls) -> None:
+        cls.last = time.perf_counter()
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.first = cls.last = None
+
+
+def _marking(function: Callable[..., Any], mark: Callable[[], None]) -> Callable[..., Any]:
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        result = function(*args, **kwargs)
+        mark()
+        return result
+
+    return marked
+
+
+# the worker's loop: a batch is adapted right after its receive, and settled last
+for _name, _mark in (
+    ("adapt_all", Window.received),
+    ("settle_batch", Window.settled),
+    ("settle_all", Window.settled),
+):
+    setattr(servicebus_module, _name, _marking(getattr(servicebus_module, _name), _mark))
+
+
 def bare(client: ServiceBusClient, batch: int) -> int:
     """The floor: receive in batches and complete each message, nothing else."""
     done = 0
@@ -63,8 +109,10 @@ def bare(client: ServiceBusClient, batch: int) -> int:
             got = receiver.receive_messages(max_message_count=batch, max_wait_time=WAIT)
             if not got:
                 return done
+            Window.received()
             for message in got:
                 receiver.complete_message(message)
+            Window.settled()
             done += len(got)
 
 
@@ -99,13 +147,26 @@ class Run:
     def per_message_ms(self, seconds: float) -> float:
         return seconds * 1000 / self.messages
 
+    def less(self, idle: Run) -> Run:
+        """This drain's CPU less the same variant's drain of the empty queue (``idle``:
+        opening and closing the receiver, one empty receive)."""
+        return Run(
+            self.messages,
+            self.wall,
+            self.client_cpu - idle.client_cpu,
+            self.broker_cpu - idle.broker_cpu,
+            self.azurite_cpu - idle.azurite_cpu,
+        )
+
 
 def measure(work: Callable[[], int], broker: int, azurite: int) -> Run:
     """Drain once; CPU of this process (the client) and of the broker and Azurite."""
     broker_cpu, azurite_cpu = process_cpu(broker), process_cpu(azurite)
-    wall, cpu = time.perf_counter(), time.process_time()
+    Window.reset()
+    cpu = time.process_time()
     count = work()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    cpu = time.process_time() - cpu
+    wall = Window.last - Window.first if Window.first and Window.last else 0.0
     return Run(
         count,
         wall,
@@ -151,6 +212,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 100])
     parser.add_argument("--settle-latency-ms", type=float, default=0.0)
+    parser.add_argument("--receive-latency-ms", type=float, default=0.0)
     parser.add_argument("--variants", nargs="+", choices=QUEUES, default=list(QUEUES))
     args = parser.parse_args()
     if "bare" not in args.variants:
@@ -167,6 +229,7 @@ def main() -> int:
                 BrokerProcess(
                     *entities,
                     f"--settle-latency-ms={args.settle_latency_ms}",
+                    f"--receive-latency-ms={args.receive_latency_ms}",
                     log=tmp / "broker.log",
                 ) as broker,
                 ServiceBusClient.from_connection_string(broker.connection_string) as client,
@@ -193,7 +256,8 @@ def main() -> int:
                         assert broker.process is not None
                         assert azurite.process is not None
                         run = measure(work, broker.process.pid, azurite.process.pid)
-                        results[batch, queue].append(run)
+                        idle = measure(work, broker.process.pid, azurite.process.pid)
+                        results[batch, queue].append(run.less(idle))
                 for batch in args.batch:
                     report({q: results[batch, q] for q in args.variants}, args, batch)
                 if "table" not in args.variants:
@@ -210,7 +274,7 @@ def main() -> int:
 def report(results: dict[str, list[Run]], args: argparse.Namespace, batch: int) -> None:
     print(
         f"\nDrain of {args.n} bench-corpus messages per variant, batch {batch}, settlement "
-        f"echo delayed {args.settle_latency_ms:g} ms, "
+        f"echo delayed {args.settle_latency_ms:g} ms, receive {args.receive_latency_ms:g} ms, "
         f"{args.rounds} rounds interleaved (best round, range over rounds; CPU in ms per "
         "message, best round):"
     )

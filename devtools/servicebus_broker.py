@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -200,13 +201,17 @@ class Broker(Handler):
         queues: dict[str, Entity],
         topics: dict[str, list[str]],
         settle_latency: float = 0.0,
+        receive_latency: float = 0.0,
     ):
         super().__init__()
         self.port = port
-        #: Seconds before a settlement is applied and echoed: a stand-in for the network round
-        #: trip a real namespace costs each disposition (benchmarks only; 0 in tests).
+        #: Seconds before a settlement is applied and echoed, and before messages go out for
+        #: a receiver's new credit: stand-ins for the network round trips a real namespace
+        #: costs each disposition and each receive (benchmarks only; 0 in tests).
         self.settle_latency = settle_latency
+        self.receive_latency = receive_latency
         self.settling: set[bytes] = set()
+        self.not_before: dict[Link, float] = {}
         self.entities: dict[str, Entity] = {}
         self.topics = topics
         for name, entity in queues.items():
@@ -271,6 +276,7 @@ class Broker(Handler):
                 entity.receivers.remove(link)
         for key in [k for k, v in self.replies.items() if v is link]:
             del self.replies[key]
+        self.not_before.pop(link, None)
 
     # -- links --------------------------------------------------------------------------
 
@@ -300,7 +306,10 @@ class Broker(Handler):
         link = event.link
         if link.is_sender:
             entity = self._entity_of(link)
-            if entity is not None:
+            if entity is not None and self.receive_latency > 0 and not link.drain_mode:
+                self.not_before[link] = time.monotonic() + self.receive_latency
+                event.container.schedule(self.receive_latency, _Later(lambda: self._pump(entity)))
+            elif entity is not None:
                 self._pump(entity)
             if link.drain_mode:
                 link.drained()
@@ -332,7 +341,9 @@ class Broker(Handler):
             token = getattr(delivery, "lock_token", b"")
             if token not in self.settling:  # once per disposition, however often it is seen
                 self.settling.add(token)
-                event.container.schedule(self.settle_latency, _Later(self, delivery))
+                event.container.schedule(
+                    self.settle_latency, _Later(lambda: self._settle_safely(delivery))
+                )
 
     def _settle_safely(self, delivery: Delivery) -> None:
         self.settling.discard(getattr(delivery, "lock_token", b""))
@@ -396,7 +407,10 @@ class Broker(Handler):
         return None
 
     def _pump(self, entity: Entity) -> None:
+        now = time.monotonic()
         for link in list(entity.receivers):
+            if self.not_before.get(link, 0.0) > now:
+                continue  # its credit's round trip is not over yet (--receive-latency-ms)
             while entity.available and link.credit > 0 and link.state & Endpoint.LOCAL_ACTIVE:
                 message = entity.available.pop(0)
                 token = uuid.uuid4()
@@ -572,14 +586,14 @@ class Broker(Handler):
 
 
 class _Later(Handler):
-    """Applies one settlement when its timer fires (``--settle-latency-ms``)."""
+    """Does one thing when its timer fires (``--settle-latency-ms``, ``--receive-latency-ms``)."""
 
-    def __init__(self, broker: Broker, delivery: Delivery) -> None:
+    def __init__(self, action: Callable[[], None]) -> None:
         super().__init__()
-        self.broker, self.delivery = broker, delivery
+        self.action = action
 
     def on_timer_task(self, event: Any) -> None:
-        self.broker._settle_safely(self.delivery)
+        self.action()
 
 
 def _entity_options(spec: str) -> tuple[str, dict[str, float]]:
@@ -633,6 +647,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="delay each settlement's echo, as a network round trip would (benchmarks)",
     )
+    parser.add_argument(
+        "--receive-latency-ms",
+        type=float,
+        default=0.0,
+        help="delay messages for a receiver's new credit, as a network round trip would",
+    )
     args = parser.parse_args(argv)
     entities, topics = parse_entities(
         args.queue, args.topic, args.lock_duration, args.max_delivery_count
@@ -640,7 +660,15 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        Container(Broker(port, entities, topics, args.settle_latency_ms / 1000)).run()
+        Container(
+            Broker(
+                port,
+                entities,
+                topics,
+                settle_latency=args.settle_latency_ms / 1000,
+                receive_latency=args.receive_latency_ms / 1000,
+            )
+        ).run()
     return 0
 
 
