@@ -48,6 +48,20 @@ def _receive(receiver: Any, count: int) -> list[ServiceBusReceivedMessage]:
     return got
 
 
+@pytest.fixture
+def range_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each range the worker completes, in order (the completion still happens)."""
+    sizes: list[int] = []
+    complete = RangeCompleter.complete
+
+    def counting(self: RangeCompleter, run: Any) -> None:
+        sizes.append(len(run))
+        complete(self, run)
+
+    monkeypatch.setattr(RangeCompleter, "complete", counting)
+    return sizes
+
+
 def test_the_sdk_still_offers_what_completing_in_ranges_uses(servicebus):
     """Fails when azure-servicebus changes a private piece the range path relies on."""
     source = Source(queue="ranges")
@@ -180,24 +194,16 @@ def test_a_range_whose_locks_the_broker_let_go_is_refused_by_the_broker(serviceb
             receiver.complete_message(message)
 
 
-def test_the_worker_drains_in_ranges_with_one_disposition_a_batch(servicebus, store, monkeypatch):
+def test_the_worker_drains_in_ranges_with_one_disposition_a_batch(servicebus, store, range_sizes):
     source = Source(queue="ranges")
     send(servicebus, source, [synthetic_message(n) for n in range(64)])
-    sizes: list[int] = []
-    complete = RangeCompleter.complete
-
-    def counting(self: RangeCompleter, run: Any) -> None:
-        sizes.append(len(run))
-        complete(self, run)
-
-    monkeypatch.setattr(RangeCompleter, "complete", counting)
     stats = Worker(servicebus, Pipeline(store), source, batch_size=16, max_wait_time=2).run(
         until_idle=True
     )
     assert stats.settlements == {Settlement.COMPLETE: 64}
-    assert sum(sizes) == 64
-    assert len(sizes) <= stats.batches  # at least one message fewer than a disposition each
-    assert len(sizes) < 64
+    assert sum(range_sizes) == 64
+    assert len(range_sizes) <= stats.batches  # at least one message fewer than a disposition each
+    assert len(range_sizes) < 64
     assert _peek(servicebus, source) == []
     assert store.count() == 64
 
@@ -244,7 +250,7 @@ def test_runs_end_at_a_gap_and_where_delivery_ids_wrap():
 
 
 def test_a_broker_that_leaves_a_range_unanswered_gets_each_message_settled_alone(
-    tmp_path, store, monkeypatch, caplog
+    tmp_path, store, monkeypatch, caplog, range_sizes
 ):
     """A real unanswered range: this broker answers each settlement only after 1.5 s, and a
     range waits 0.5 s here. The worker gives ranges up once, for good, and loses nothing."""
@@ -253,14 +259,6 @@ def test_a_broker_that_leaves_a_range_unanswered_gets_each_message_settled_alone
     from devtools.broker_process import BrokerProcess
 
     monkeypatch.setattr(batch_settlement, "CONFIRM_TIMEOUT", 0.5)
-    sizes: list[int] = []
-    complete = RangeCompleter.complete
-
-    def counting(self: RangeCompleter, run: Any) -> None:
-        sizes.append(len(run))
-        complete(self, run)
-
-    monkeypatch.setattr(RangeCompleter, "complete", counting)
     source = Source(queue="slow-echo")
     with (
         BrokerProcess(
@@ -273,7 +271,7 @@ def test_a_broker_that_leaves_a_range_unanswered_gets_each_message_settled_alone
             stats = Worker(client, Pipeline(store), source, batch_size=3, max_wait_time=3).run(
                 until_idle=True
             )
-        assert sizes == [3]  # the first batch's range; the second batch went one by one
+        assert range_sizes == [3]  # the first batch's range; the second batch went one by one
         assert "completing 3 message(s) in one disposition got no answer within 0.5 s" in (
             caplog.text
         )
