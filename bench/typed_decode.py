@@ -151,7 +151,7 @@ def main() -> int:
         TYPED: typed.decode,
         "evaluate: decode + judge + record": lambda body: evaluate(by_body[body][0]),
         CHECKED: lambda body: fast_document(body, DEFAULT_MAX_NESTING_DEPTH),
-        JUDGE: lambda body: judge(by_body[body][1], False),
+        JUDGE: lambda body: judge(by_body[body][1], by_body[body][0].context_was_trimmed),
         ENTRY: lambda body: build_entry(by_body[body][1], by_body[body][2], by_body[body][0], now),
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
