@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from shared.dataverse.decode import JSON, XML, media_type
-from shared.envelope import InboundMessage, from_files, properties_path_for
+from shared.events.envelope import InboundMessage, from_files, properties_path_for
 from shared.pipeline import evaluate
 
 REAL_WORLD = Path(__file__).resolve().parents[2] / "shared" / "real-world"

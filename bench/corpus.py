@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from shared.envelope import InboundMessage, from_files, properties_path_for
+from shared.events.envelope import InboundMessage, from_files, properties_path_for
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 # (sample, weight): mostly audited Creates and Updates, as a dialog-heavy org would post.

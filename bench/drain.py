@@ -37,13 +37,13 @@ from typing import Any
 
 from azure.servicebus import ServiceBusClient
 
-import shared.servicebus as servicebus_module
+import shared.bus.standalone as servicebus_module
 from bench.corpus import messages
 from devtools.azurite import Azurite
 from devtools.broker_process import BrokerProcess
-from shared.envelope import InboundMessage
+from shared.bus.standalone import Source, Worker, send
+from shared.events.envelope import InboundMessage
 from shared.pipeline import Pipeline
-from shared.servicebus import Source, Worker, send
 from shared.stores.base import AuditStore
 from shared.stores.sqlite import SqliteAuditStore
 from shared.stores.table import TableAuditStore

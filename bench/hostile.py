@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from shared.dataverse import Limits
-from shared.envelope import InboundMessage
+from shared.events.envelope import InboundMessage
 from shared.pipeline import Policy, evaluate
 from tests.conftest import image, sample_document, target_of
 from tests.msbin1_writer import string

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from shared.envelope import InboundMessage
+from shared.events.envelope import InboundMessage
 from shared.pipeline import evaluate
 from tests.conftest import kv_set, sample_document, target_of
 

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from bench.corpus import messages
 from shared.dataverse import decode
-from shared.envelope import InboundMessage
+from shared.events.envelope import InboundMessage
 from shared.keys import KeyRing
 from shared.pipeline import Pipeline, evaluate
 from shared.stores.sqlite import SqliteAuditStore

@@ -32,13 +32,13 @@ from typing import Any
 import msgspec
 
 from bench.corpus import messages
-from shared.audit import build_entry
 from shared.dataverse.decode import JSON, decode, media_type
 from shared.dataverse.json_format import fast_document
 from shared.dataverse.model import RemoteExecutionContext
-from shared.envelope import InboundMessage
+from shared.events.entry import build_entry
+from shared.events.envelope import InboundMessage
+from shared.events.rules import Judgement, judge
 from shared.pipeline import evaluate
-from shared.rules import Judgement, judge
 from shared.settings import DEFAULT_MAX_NESTING_DEPTH
 
 CONTRACTS = ":http://schemas.microsoft.com/xrm/2011/Contracts"

@@ -23,7 +23,7 @@ from azure.servicebus import ServiceBusClient
 
 from bench.corpus import messages
 from devtools.broker_process import BrokerProcess
-from shared.servicebus import Source, send
+from shared.bus.standalone import Source, send
 
 ROOT = Path(__file__).resolve().parent.parent
 #: run inside the worker's own process: drain, then print VmHWM in KiB

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 from devtools.broker_process import BrokerProcess
 from shared.bootstrap import build_pipeline
-from shared.cli import BUNDLED_SAMPLES, load_message, message_files, store_summary
-from shared.console import (
+from shared.bus.standalone import Source, Worker, build_client, peek_dead_letters, send
+from shared.cli.console import (
     console,
     dead_letter_table,
     entries_table,
@@ -23,7 +23,7 @@ from shared.console import (
     plain,
     summary,
 )
-from shared.servicebus import Source, Worker, build_client, peek_dead_letters, send
+from shared.cli.main import BUNDLED_SAMPLES, load_message, message_files, store_summary
 from shared.settings import load_settings
 
 QUEUE = "processsession-events"

@@ -16,7 +16,7 @@ import azure.functions as func
 
 from functions import runtime
 from shared.errors import TransientError
-from shared.trail import BadRequest, NotFound, TrailView, read_trail
+from shared.trail.reading import BadRequest, NotFound, TrailView, read_trail
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
 from functions import runtime
-from shared.settlement import process_and_settle
+from shared.bus.settlement import process_and_settle
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 

@@ -1,4 +1,4 @@
-"""Timer: reconcile the previous UTC day of the trail with Dataverse (``shared.reconcile``).
+"""Timer: reconcile the previous UTC day of the trail with Dataverse (``shared.trail.reconcile``).
 
 Runs on ``AUDIT_RECONCILE_SCHEDULE`` (NCRONTAB; default ``0 30 1 * * *``, 01:30 UTC) when
 ``DATAVERSE_URL`` is set. It writes nothing: it logs one line with the counts (custom
@@ -28,7 +28,7 @@ def reconcile_trail(timer: func.TimerRequest) -> None:
     if settings.dataverse_url is None:
         log.warning("reconcile_trail: DATAVERSE_URL is not set; nothing reconciled")
         return
-    from shared.reconcile import reconcile_previous_day
+    from shared.trail.reconcile import reconcile_previous_day
 
     service = runtime.pipeline()
     found, counts = reconcile_previous_day(settings.dataverse_url, service.store, datetime.now(UTC))

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def respond(view_name: str, req: func.HttpRequest) -> func.HttpResponse:
     """One page; 503 (as text) when the store is down."""
-    from shared.trail import TrailView
+    from shared.trail.reading import TrailView
     from shared.web.page import CONTENT_TYPE, timeline_page
 
     view = TrailView(view_name)

@@ -10,7 +10,7 @@ from shared.stores import build_store
 from shared.telemetry import configure
 
 if TYPE_CHECKING:
-    from shared.resolver import RegardingResolver
+    from shared.trail.resolver import RegardingResolver
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -37,6 +37,6 @@ def build_resolver(settings: Settings) -> RegardingResolver | None:
             "AUDIT_RESOLVE_REGARDING=true needs DATAVERSE_URL (https://<org>.crm.dynamics.com)"
         )
     from shared.dataverse.webapi import build_web_api
-    from shared.resolver import RegardingResolver
+    from shared.trail.resolver import RegardingResolver
 
     return RegardingResolver(build_web_api(settings.dataverse_url))

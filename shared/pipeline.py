@@ -18,18 +18,18 @@ from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
-from shared.audit import AuditEntry, build_entry
 from shared.dataverse import Limits, RemoteExecutionContext, decode
-from shared.envelope import InboundMessage
 from shared.errors import MalformedMessage, StoreRejected, TransientError
-from shared.rules import judge
+from shared.events.entry import AuditEntry, build_entry
+from shared.events.envelope import InboundMessage
+from shared.events.rules import judge
 from shared.settings import Settings
 from shared.stores.base import AuditStore, ConflictingDuplicates
 from shared.telemetry import Telemetry
 from shared.verdicts import Reason, Settlement, Verdict
 
 if TYPE_CHECKING:
-    from shared.resolver import RegardingResolver
+    from shared.trail.resolver import RegardingResolver
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

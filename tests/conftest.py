@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.envelope import InboundMessage, from_files, properties_path_for
+from shared.events.envelope import InboundMessage, from_files, properties_path_for
 from shared.stores.sqlite import SqliteAuditStore
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

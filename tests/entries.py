@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.audit import AuditEntry, Change
-from shared.envelope import InboundMessage
+from shared.events.entry import AuditEntry, Change
+from shared.events.envelope import InboundMessage
 from shared.pipeline import evaluate
 from tests.conftest import SAMPLES, kv_set, reference, sample_document, target_of
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from shared.audit import AuditEntry
 from shared.errors import StoreUnavailable
+from shared.events.entry import AuditEntry
 from shared.stores.sqlite import SqliteAuditStore
 
 

@@ -8,7 +8,7 @@ from datetime import UTC
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.audit import REDACTED, Change
+from shared.events.entry import REDACTED, Change
 from shared.pipeline import Policy, evaluate
 from shared.settings import load_settings
 from shared.verdicts import Verdict
@@ -140,8 +140,8 @@ def test_json_text_is_pydantics_document_for_every_sample_and_bench_entry(monkey
     """The stores' fast serialiser writes what model_dump_json writes, and it really is the
     fast one that wrote it (pydantic's is made to fail while json_text runs)."""
     from bench.corpus import messages
-    from shared.audit import AuditEntry
-    from shared.envelope import from_files, properties_path_for
+    from shared.events.entry import AuditEntry
+    from shared.events.envelope import from_files, properties_path_for
     from tests.conftest import SAMPLES
 
     corpus = [from_files(p, properties_path_for(p)) for p in sorted(SAMPLES.glob("*.body"))]

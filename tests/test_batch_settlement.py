@@ -1,4 +1,4 @@
-"""Completing in ranges (shared.batch_settlement) over real AMQP against the local broker.
+"""Completing in ranges (shared.bus.batch_settlement) over real AMQP against the local broker.
 
 The range path reaches into azure-servicebus's private API, so the first test fails as soon
 as a piece it uses changes (then the worker falls back to settling each message, slower but
@@ -19,12 +19,12 @@ from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus._pyamqp.error import ErrorCondition, MessageSettlementUnconfirmed
 from azure.servicebus.exceptions import MessageAlreadySettled
 
-import shared.batch_settlement as batch_settlement
-from shared.batch_settlement import RangeCompleter, runs, settle_batch
-from shared.envelope import InboundMessage
+import shared.bus.batch_settlement as batch_settlement
+from shared.bus.batch_settlement import RangeCompleter, runs, settle_batch
+from shared.bus.settlement import ReceiverActions, adapt_all
+from shared.bus.standalone import Source, Worker, peek_dead_letters, send
+from shared.events.envelope import InboundMessage
 from shared.pipeline import Pipeline
-from shared.servicebus import Source, Worker, peek_dead_letters, send
-from shared.settlement import ReceiverActions, adapt_all
 from shared.verdicts import Settlement
 from tests.entries import synthetic_message
 
@@ -128,7 +128,7 @@ def test_a_range_cut_off_by_a_detached_link_is_left_to_the_broker_and_stored_onc
         complete(self, run)
 
     monkeypatch.setattr(RangeCompleter, "complete", detached_once)
-    with caplog.at_level(logging.WARNING, logger="shared.batch_settlement"):
+    with caplog.at_level(logging.WARNING, logger="shared.bus.batch_settlement"):
         stats = Worker(servicebus, Pipeline(store), source, batch_size=6, max_wait_time=5).run(
             until_idle=True
         )
@@ -156,7 +156,7 @@ def test_a_range_failing_otherwise_is_settled_alone_at_once_and_ranges_are_given
         raise RuntimeError("an error before the disposition went out")
 
     monkeypatch.setattr(RangeCompleter, "complete", broken)
-    with caplog.at_level(logging.WARNING, logger="shared.batch_settlement"):
+    with caplog.at_level(logging.WARNING, logger="shared.bus.batch_settlement"):
         stats = Worker(servicebus, Pipeline(store), source, batch_size=4, max_wait_time=2).run(
             until_idle=True
         )
@@ -267,7 +267,7 @@ def test_a_broker_that_leaves_a_range_unanswered_gets_each_message_settled_alone
         ServiceBusClient.from_connection_string(broker.connection_string) as client,
     ):
         send(client, source, [synthetic_message(n) for n in range(6)])
-        with caplog.at_level(logging.WARNING, logger="shared.batch_settlement"):
+        with caplog.at_level(logging.WARNING, logger="shared.bus.batch_settlement"):
             stats = Worker(client, Pipeline(store), source, batch_size=3, max_wait_time=3).run(
                 until_idle=True
             )

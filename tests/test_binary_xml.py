@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.dataverse import binary_xml, decode
-from shared.envelope import from_files, properties_path_for
 from shared.errors import MalformedMessage
+from shared.events.envelope import from_files, properties_path_for
 from shared.pipeline import evaluate
 from shared.verdicts import Reason, Verdict
 from tests.conftest import SAMPLES

@@ -18,7 +18,7 @@ from shared.dataverse.numbers import OutOfRange, parse_json_float, parse_json_in
 from shared.errors import MalformedMessage
 from shared.pipeline import evaluate
 from shared.stores.sqlite import SqliteAuditStore
-from shared.trail import TrailView, read_trail
+from shared.trail.reading import TrailView, read_trail
 from shared.verdicts import Reason, Verdict
 from tests.conftest import SAMPLES, json_message, kv_set, reference, sample_document, target_of
 

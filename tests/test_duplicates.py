@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from shared.envelope import InboundMessage
+from shared.bus.standalone import Source, Worker, peek_dead_letters, send
+from shared.events.envelope import InboundMessage
 from shared.pipeline import Pipeline
-from shared.servicebus import Source, Worker, peek_dead_letters, send
 from tests.conftest import kv_set, reference, target_of
 from tests.entries import synthetic_message
 

@@ -9,12 +9,12 @@ from azure.functions.servicebus import ServiceBusMessage as FunctionsMessage
 from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus._pyamqp.message import Message, Properties  # private: SDK pinned <8
 
-from shared.envelope import (
+from shared.errors import MalformedMessage
+from shared.events.envelope import (
     CLAIM_ORGANIZATION,
     from_functions_message,
     from_received_message,
 )
-from shared.errors import MalformedMessage
 from shared.pipeline import evaluate
 from shared.verdicts import Verdict
 from tests.conftest import SAMPLES

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from bench.corpus import messages as bench_messages
 from shared.dataverse import json_format, xml_format
-from shared.envelope import InboundMessage, from_files, properties_path_for
+from shared.events.envelope import InboundMessage, from_files, properties_path_for
 from shared.pipeline import Decision, evaluate
 from tests.conftest import SAMPLES
 from tests.hostile_corpus import cases

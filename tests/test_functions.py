@@ -20,8 +20,8 @@ from azure.servicebus._pyamqp.message import Message, Properties  # private: SDK
 
 import functions.process_session as process_session
 from functions import runtime
+from shared.bus.settlement import MAX_DESCRIPTION
 from shared.pipeline import Pipeline
-from shared.settlement import MAX_DESCRIPTION
 from shared.stores.sqlite import SqliteAuditStore
 from tests.conftest import registered_functions
 from tests.pipeline_doubles import FlakyStore

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.dataverse import RemoteExecutionContext, decode
-from shared.envelope import InboundMessage
 from shared.errors import MalformedMessage
+from shared.events.envelope import InboundMessage
 from shared.pipeline import evaluate
 from shared.verdicts import Reason
 from tests.conftest import SAMPLES, sample_document

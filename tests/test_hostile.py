@@ -10,7 +10,7 @@ import tracemalloc
 
 import pytest
 
-from shared.envelope import InboundMessage
+from shared.events.envelope import InboundMessage
 from shared.pipeline import Pipeline, evaluate
 from shared.verdicts import Settlement, Verdict
 from tests.entries import synthetic_message

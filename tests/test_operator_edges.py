@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from shared.cli import build_parser
+from shared.cli.main import build_parser
 from tests.conftest import SAMPLES, load_samples, run_cli
 
 

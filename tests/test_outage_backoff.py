@@ -5,8 +5,8 @@ is in tests/test_functions_runtime.py."""
 
 from __future__ import annotations
 
+from shared.bus.standalone import Source, Worker, peek_dead_letters, send
 from shared.pipeline import Pipeline, StoreRetry
-from shared.servicebus import Source, Worker, peek_dead_letters, send
 from shared.verdicts import Settlement
 from tests.entries import synthetic_message
 from tests.pipeline_doubles import OutageStore

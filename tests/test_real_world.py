@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.envelope import from_files, properties_path_for
+from shared.events.envelope import from_files, properties_path_for
 from shared.pipeline import evaluate
 
 REAL_WORLD = Path(__file__).resolve().parents[2] / "shared" / "real-world"

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.dataverse.sessions import SessionRow
-from shared.reconcile import backfill_entry
 from shared.stores.sqlite import SqliteAuditStore
 from shared.stores.table import TableAuditStore
+from shared.trail.reconcile import backfill_entry
 from tests.conftest import run_cli
 from tests.dataverse_double import TOKEN, DataverseDouble
 from tests.entries import make_entry
@@ -206,7 +206,7 @@ def test_backfill_never_writes_over_a_version_the_trail_now_holds(double, tmp_pa
     store = SqliteAuditStore(tmp_path / "audit.sqlite3")
     session = double.add_session(modifiedon=T0 + timedelta(hours=2))
     from shared.dataverse.webapi import WebApi
-    from shared.reconcile import backfill
+    from shared.trail.reconcile import backfill
 
     api = WebApi(double.url, lambda: TOKEN)
 

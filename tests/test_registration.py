@@ -8,13 +8,13 @@ import json
 import pytest
 
 from devtools.processes import free_port
-from shared.dataverse.webapi import WebApi
-from shared.registration import (
+from shared.dataverse.registration import (
     DEFAULT_OLD_VALUE_COLUMNS,
     Registrar,
     Registration,
     RegistrationError,
 )
+from shared.dataverse.webapi import WebApi
 from tests.conftest import run_cli
 from tests.dataverse_double import TOKEN, DataverseDouble
 
@@ -234,8 +234,8 @@ def test_an_error_body_that_echoes_the_request_never_shows_the_key(echo):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
+    from shared.dataverse.registration import Registrar, Registration, RegistrationError
     from shared.dataverse.webapi import WebApi
-    from shared.registration import Registrar, Registration, RegistrationError
 
     key = "S3CR/ET+KEY&<VALUE>=="
 
@@ -286,8 +286,8 @@ def test_an_error_body_that_echoes_the_request_never_shows_the_key(echo):
 
 
 def test_userinfo_in_the_environment_url_is_never_printed():
+    from shared.dataverse.registration import RegistrationError
     from shared.dataverse.webapi import WebApi, mask_userinfo
-    from shared.registration import RegistrationError
 
     assert (
         mask_userinfo("https://u:PASS@org.crm.dynamics.com/api")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from shared.bus.standalone import Source, Worker, peek_dead_letters, send
 from shared.dataverse.webapi import WebApi
 from shared.pipeline import Pipeline, Policy, StoreRetry
-from shared.resolver import RegardingResolver
-from shared.servicebus import Source, Worker, peek_dead_letters, send
 from shared.stores.sqlite import SqliteAuditStore
+from shared.trail.resolver import RegardingResolver
 from shared.verdicts import Settlement
 from tests.conftest import load_samples, run_cli
 from tests.dataverse_double import TOKEN, DataverseDouble
@@ -239,7 +239,7 @@ def test_with_the_resolver_off_no_web_api_code_is_imported(tmp_path: Path) -> No
         "p = build_pipeline(load_settings())\n"
         "p.handle([load_samples()['json-update-no-regarding'].message])\n"
         "print(sorted(m for m in sys.modules if m in "
-        "{'shared.dataverse.webapi', 'shared.resolver', 'shared.reconcile', "
+        "{'shared.dataverse.webapi', 'shared.trail.resolver', 'shared.trail.reconcile', "
         "'shared.dataverse.sessions'}))\n"
     )
     done = subprocess.run(

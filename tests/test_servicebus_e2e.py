@@ -17,8 +17,8 @@ from uuid import UUID
 import pytest
 from azure.servicebus.exceptions import MessageLockLostError
 
+from shared.bus.standalone import Source, Worker, peek_dead_letters, replay_dead_letters, send
 from shared.pipeline import Pipeline, Policy
-from shared.servicebus import Source, Worker, peek_dead_letters, replay_dead_letters, send
 from shared.verdicts import Settlement
 from tests.conftest import load_samples, run_cli
 from tests.entries import synthetic_message
@@ -247,7 +247,7 @@ def test_a_long_running_worker_keeps_counts_and_only_its_recent_outcomes(
     servicebus, store, monkeypatch
 ):
     """Memory flat in the number of messages: counts cover every one, outcomes are a window."""
-    import shared.servicebus as servicebus_module
+    import shared.bus.standalone as servicebus_module
 
     monkeypatch.setattr(servicebus_module, "RECENT_OUTCOMES", 25)
     source = Source(queue="long-run")

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.audit import Change
+from shared.events.entry import Change
 from shared.stores import all_pages
 from tests.entries import T0, big_changes, make_entry
 
@@ -166,7 +166,7 @@ def _body_at_the_limit(limit: int, seed: int) -> bytes:
 @pytest.mark.parametrize("limit", [262_144, 1_048_576])
 def test_whatever_a_body_within_the_limit_yields_every_store_stores(any_store, limit):
     from shared.dataverse import Limits
-    from shared.envelope import InboundMessage
+    from shared.events.envelope import InboundMessage
     from shared.pipeline import Pipeline, Policy
 
     body = _body_at_the_limit(limit, seed=limit)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devtools.azurite import Azurite
-from shared.envelope import InboundMessage
+from shared.events.envelope import InboundMessage
 from shared.pipeline import Pipeline
 from shared.verdicts import Settlement
 from tests.conftest import table_store

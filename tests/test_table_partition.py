@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from devtools.broker_process import BrokerProcess
+from shared.bus.standalone import Source, send
 from shared.pipeline import Pipeline, StoreRetry
-from shared.servicebus import Source, send
 from shared.verdicts import Settlement
 from tests.conftest import table_store
 from tests.entries import synthetic_message

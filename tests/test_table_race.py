@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from devtools.broker_process import BrokerProcess
-from shared.envelope import InboundMessage
+from shared.bus.standalone import Source, peek_dead_letters, send
+from shared.events.envelope import InboundMessage
 from shared.pipeline import Pipeline, evaluate
-from shared.servicebus import Source, peek_dead_letters, send
 from shared.verdicts import Settlement
 from tests.conftest import kv_set, reference, table_store, target_of
 from tests.entries import synthetic_message

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from azure.servicebus import ServiceBusMessage
 
+from shared.bus.standalone import Source, send
 from shared.pipeline import Pipeline, evaluate
-from shared.servicebus import Source, send
 from shared.stores.sqlite import SqliteAuditStore
 from tests.conftest import json_message, kv_set, run_cli, sample_document, target_of
 from tests.entries import synthetic_message
@@ -99,7 +99,7 @@ def test_the_local_run_dlq_table_is_plain_text():
 
     from rich.console import Console
 
-    from shared.console import dead_letter_table
+    from shared.cli.console import dead_letter_table
 
     class Dead:
         message_id = "\x1b[31mid"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.audit import Change
+from shared.events.entry import Change
 from shared.stores.sqlite import SqliteAuditStore
-from shared.timeline import neutralise
+from shared.trail.timeline import neutralise
 from tests.conftest import SAMPLES, run_cli
 from tests.entries import make_entry
 

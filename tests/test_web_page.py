@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devtools.processes import free_port
-from shared.audit import Change
+from shared.events.entry import Change
 from shared.stores.sqlite import SqliteAuditStore
 from shared.verdicts import Reason, Verdict
 from tests.conftest import SAMPLES

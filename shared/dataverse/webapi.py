@@ -363,7 +363,7 @@ class WebApi:
             next_link = answer.get("@odata.nextLink")
             link = next_link if isinstance(next_link, str) and next_link else None
 
-    # what registration needs (shared.registration)
+    # what registration needs (shared.dataverse.registration)
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         secret = str(body["saskey"]) if body is not None and "saskey" in body else None
         prefer = ("return=representation",) if method in {"POST", "PATCH"} else ()

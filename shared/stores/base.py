@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from shared.audit import AuditEntry
 from shared.errors import ServiceError
+from shared.events.entry import AuditEntry
 from shared.keys import KeyRing
 from shared.stores.seals import StoredRow
 

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from shared.audit import AuditEntry, iso_utc
+from shared.events.entry import AuditEntry, iso_utc
 from shared.keys import KeyRing
 
 #: A window is sealed this long after it ends: longer than a batch may wait for the store

@@ -16,8 +16,8 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from shared.audit import AuditEntry, iso_utc
 from shared.errors import StoreUnavailable
+from shared.events.entry import AuditEntry, iso_utc
 from shared.keys import KeyRing
 from shared.stores.base import (
     DEFAULT_PAGE_CHARS,

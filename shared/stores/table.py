@@ -68,8 +68,8 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from shared.audit import AuditEntry, iso_utc
 from shared.errors import StoreRejected, StoreUnavailable
+from shared.events.entry import AuditEntry, iso_utc
 from shared.keys import KeyRing
 from shared.settings import connection_string_value
 from shared.stores.base import (

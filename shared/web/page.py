@@ -23,11 +23,10 @@ from urllib.parse import urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from shared.audit import AuditEntry
-from shared.rules import BANK_ACCOUNT
+from shared.events.entry import AuditEntry
+from shared.events.rules import BANK_ACCOUNT
 from shared.stores.base import AuditStore
-from shared.timeline import describe, visible
-from shared.trail import (
+from shared.trail.reading import (
     BadRequest,
     TrailView,
     live_reader,
@@ -36,6 +35,7 @@ from shared.trail import (
     record_id,
     without_superseded,
 )
+from shared.trail.timeline import describe, visible
 
 DEFAULT_LIMIT = 50
 STYLE = """

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from shared.errors import TransientError
 from shared.stores.base import AuditStore
-from shared.trail import BadRequest, NotFound, TrailView, read_trail
+from shared.trail.reading import BadRequest, NotFound, TrailView, read_trail
 from shared.web.page import CONTENT_TYPE, HtmlPage, index_page, timeline_page
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import textwrap
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from shared.audit import AuditEntry, Change
+from shared.events.entry import AuditEntry, Change
 
 ARROW = "\u2192"
 #: what a spreadsheet would run as a formula when a cell begins with it (OWASP, CSV injection)

@@ -32,8 +32,8 @@ from shared.dataverse.model import (
     RemoteExecutionContext,
     ascii_lower,
 )
-from shared.envelope import CLAIM_ORGANIZATION, InboundMessage
-from shared.rules import Judgement
+from shared.events.envelope import CLAIM_ORGANIZATION, InboundMessage
+from shared.events.rules import Judgement
 from shared.verdicts import Reason, Verdict
 
 ENTRY_NAMESPACE = UUID("6b1f0f5e-2d1c-5a7e-9c44-3a9d2f0e8b17")

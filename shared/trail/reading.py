@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:
-    from shared.audit import AuditEntry
+    from shared.events.entry import AuditEntry
     from shared.stores.base import AuditStore, Page
 
 DEFAULT_PAGE_SIZE = 100

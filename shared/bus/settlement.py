@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from shared.envelope import InboundMessage, from_received_message
 from shared.errors import MalformedMessage
+from shared.events.envelope import InboundMessage, from_received_message
 from shared.verdicts import Settlement
 
 if TYPE_CHECKING:  # the pipeline (pydantic models) loads on the first invocation, not at indexing

@@ -21,7 +21,7 @@ from uuid import UUID
 from shared.dataverse.model import EntityReference
 from shared.dataverse.sessions import SessionRow, read_session
 from shared.dataverse.webapi import WebApi
-from shared.rules import Judgement, Regarding, RegardingSource, judge_reference
+from shared.events.rules import Judgement, Regarding, RegardingSource, judge_reference
 from shared.verdicts import Reason, Verdict
 
 

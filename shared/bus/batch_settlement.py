@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.envelope import InboundMessage
-from shared.settlement import MessageActions, settle_all
+from shared.bus.settlement import MessageActions, settle_all
+from shared.events.envelope import InboundMessage
 from shared.verdicts import Settlement
 
 if TYPE_CHECKING:

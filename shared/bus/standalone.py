@@ -23,11 +23,11 @@ from azure.servicebus import (
     ServiceBusSubQueue,
 )
 
-from shared.batch_settlement import settle_batch
-from shared.envelope import InboundMessage
+from shared.bus.batch_settlement import settle_batch
+from shared.bus.settlement import ReceiverActions, adapt_all, settle_all
+from shared.events.envelope import InboundMessage
 from shared.pipeline import Outcome, Pipeline
 from shared.settings import Settings, connection_string_value
-from shared.settlement import ReceiverActions, adapt_all, settle_all
 from shared.verdicts import Settlement, Verdict
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class Worker:
     batches: a batch in hand is always settled before the receiver closes (the SDK then
     releases prefetched messages unharmed), so a stop never strands a locked message.
     Completions go to the broker in one disposition per run of consecutive messages where the
-    SDK allows it (``shared.batch_settlement``), else one by one, as they do for good once the
+    SDK allows it (``shared.bus.batch_settlement``), else one by one, as they do for good once the
     broker leaves a range unanswered.
     """
 
@@ -231,7 +231,7 @@ class Worker:
         self.source = source
         self.batch_size = batch_size
         self.max_wait_time = max_wait_time
-        #: Complete consecutive messages in one disposition (shared.batch_settlement); False
+        #: Complete consecutive messages in one disposition (shared.bus.batch_settlement); False
         #: settles each through the SDK's public API (what the benchmark compares against).
         self.settle_in_ranges = settle_in_ranges
 

@@ -22,7 +22,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from shared.audit import AuditEntry
+from shared.events.entry import AuditEntry
 from shared.pipeline import Outcome
 from shared.verdicts import Settlement, Verdict
 

@@ -31,12 +31,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
-from shared.audit import ENTRY_NAMESPACE, REDACTED, AuditEntry, iso_utc
 from shared.dataverse.sessions import SessionRow, read_session, sessions_modified
 from shared.dataverse.webapi import DataverseError, WebApi
-from shared.resolver import regarding_of
-from shared.rules import judge_reference
+from shared.events.entry import ENTRY_NAMESPACE, REDACTED, AuditEntry, iso_utc
+from shared.events.rules import judge_reference
 from shared.stores.base import AuditStore, all_pages
+from shared.trail.resolver import regarding_of
 
 #: how much later than the newest entry a session's modifiedon may be and still be covered
 TOLERANCE = timedelta(seconds=2)

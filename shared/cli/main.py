@@ -26,8 +26,7 @@ from typing import Any, TextIO
 
 from azure.core.exceptions import AzureError
 
-from shared.audit import AuditEntry
-from shared.console import (
+from shared.cli.console import (
     PlainRichHandler,
     console,
     dead_letter_table,
@@ -41,16 +40,17 @@ from shared.console import (
     summary,
     summary_of,
 )
-from shared.envelope import InboundMessage, from_files, properties_path_for
+from shared.dataverse.registration import DEFAULT_OLD_VALUE_COLUMNS, RegistrationError
 from shared.errors import ServiceError, StoreUnavailable
+from shared.events.entry import AuditEntry
+from shared.events.envelope import InboundMessage, from_files, properties_path_for
 from shared.pipeline import Pipeline, Policy, evaluate
-from shared.registration import DEFAULT_OLD_VALUE_COLUMNS, RegistrationError
 from shared.settings import Settings, StoreKind, load_settings
 from shared.stores import AuditStore, all_pages, build_store
-from shared.trail import live_reader, without_superseded
+from shared.trail.reading import live_reader, without_superseded
 from shared.verdicts import Settlement, Verdict
 
-BUNDLED_SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+BUNDLED_SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 EXPORT_PAGE_SIZE = 500
 log = logging.getLogger("shared.cli")
 
@@ -217,7 +217,7 @@ def _seconds(text: str) -> float:
 
 def _guid(text: str) -> str:
     """A record id for --regarding and --session, read as the HTTP API reads one."""
-    from shared.trail import record_id
+    from shared.trail.reading import record_id
 
     try:
         return record_id(text)
@@ -324,7 +324,7 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
 
 def _write_format(fmt: str, entries: Iterable[AuditEntry], out: TextIO) -> int:
     if fmt == "csv":
-        from shared.timeline import write_csv
+        from shared.trail.timeline import write_csv
 
         return write_csv(entries, out)
     return write_jsonl(entries, out)
@@ -391,7 +391,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
     """One block per event, oldest first; exit 1 when the record has no entry."""
-    from shared.timeline import timeline_text, write_csv
+    from shared.trail.timeline import timeline_text, write_csv
 
     if bool(args.id) == bool(args.session):
         raise ValueError("name a bank account (ID) or a session (--session ID), not both")
@@ -434,7 +434,7 @@ def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
 
 def _service_bus_line(exc: Exception, args: argparse.Namespace, settings: Settings) -> str | None:
     """One line for a Service Bus error of a worker/send/dlq command, naming the entity."""
-    from shared.servicebus import Source, describe_error
+    from shared.bus.standalone import Source, describe_error
 
     try:
         source: Source | None = Source.from_settings(
@@ -476,7 +476,7 @@ def _check_output(path: Path, force: bool = False) -> None:
 
 
 def _servicebus(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
-    from shared.servicebus import Source, build_client, namespace_of
+    from shared.bus.standalone import Source, build_client, namespace_of
 
     source = Source.from_settings(
         settings, args.queue, args.topic, getattr(args, "subscription", None)
@@ -606,7 +606,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from shared.bootstrap import build_pipeline
-    from shared.servicebus import Worker
+    from shared.bus.standalone import Worker
 
     client, source = _servicebus(args, settings)
     pipeline = build_pipeline(settings)
@@ -644,7 +644,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.servicebus import send
+    from shared.bus.standalone import send
 
     client, source = _servicebus(args, settings)
     messages = [load_message(body) for body in message_files(args.paths)]
@@ -655,7 +655,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq_peek(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.servicebus import peek_dead_letters
+    from shared.bus.standalone import peek_dead_letters
 
     client, source = _servicebus(args, settings)
     with client:
@@ -682,7 +682,7 @@ BROKER_REASONS = ("MaxDeliveryCountExceeded", "TTLExpiredException", "HeaderSize
 
 
 def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.servicebus import replay_dead_letters
+    from shared.bus.standalone import replay_dead_letters
     from shared.verdicts import Reason
 
     known = [r.value for r in Reason] + list(BROKER_REASONS)
@@ -773,7 +773,7 @@ def _trail_to_compare(settings: Settings) -> AuditStore:
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 when no session is missing or behind, 1 when some are, 2 on usage or
     connection errors."""
-    from shared.reconcile import reconcile
+    from shared.trail.reconcile import reconcile
 
     _check_range(args)
     api = _web_api(args, settings)
@@ -807,7 +807,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 @_dataverse_exits_2
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     """Write one entry per missing or behind session; ``--dry-run`` writes nothing."""
-    from shared.reconcile import backfill
+    from shared.trail.reconcile import backfill
 
     _check_range(args)
     api = _web_api(args, settings)
@@ -843,8 +843,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
+    from shared.dataverse.registration import Registrar, Registration
     from shared.dataverse.webapi import build_web_api
-    from shared.registration import Registrar, Registration
 
     sas_key = os.environ.get("DATAVERSE_SAS_KEY", "") or ("<key>" if args.plan else "")
     if not sas_key:
@@ -864,7 +864,7 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
         endpoint_name=args.endpoint_name,
         old_value_columns=args.old_value_columns,
     )
-    from shared.registration import PlanApi
+    from shared.dataverse.registration import PlanApi
 
     api: Any = PlanApi(url) if args.plan else build_web_api(url)
     report = Registrar(api, dry_run=args.dry_run or args.plan, rotate_key=args.rotate_key).register(
@@ -1243,7 +1243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
     )
     if args.command == "worker":  # a long-running command says what it does, batch by batch
-        for talking in ("shared.cli", "shared.servicebus"):
+        for talking in ("shared.cli", "shared.bus.standalone"):
             logging.getLogger(talking).setLevel(logging.INFO)
     if not args.verbose:
         for noisy in ("shared.pipeline", "azure", "uamqp"):
@@ -1265,7 +1265,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             log.exception("the traceback, as -v asks")
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
