@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from devtools.broker_process import BrokerProcess
 from shared.bootstrap import build_pipeline
 from shared.bus.standalone import Source, Worker, build_client, peek_dead_letters, send
+from shared.cli.common import BUNDLED_SAMPLES, store_summary
 from shared.cli.console import (
     console,
     dead_letter_table,
@@ -23,7 +24,7 @@ from shared.cli.console import (
     plain,
     summary,
 )
-from shared.cli.main import BUNDLED_SAMPLES, load_message, message_files, store_summary
+from shared.cli.ingest import load_message, message_files
 from shared.settings import load_settings
 
 QUEUE = "processsession-events"

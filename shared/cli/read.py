@@ -1,0 +1,291 @@
+"""Reading the trail: ``entries``, ``export``, ``timeline`` and ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from shared.cli.common import (
+    EXPORT_PAGE_SIZE,
+    Commands,
+    check_range,
+    output_format,
+    record_guid,
+    table_or_jsonl_option,
+    time_range_options,
+    write_jsonl,
+)
+from shared.cli.console import (
+    console,
+    entries_table,
+)
+from shared.events.entry import AuditEntry
+from shared.settings import Settings
+from shared.stores import AuditStore, all_pages, build_store
+from shared.trail.reading import live_reader, without_superseded
+from shared.verdicts import Verdict
+
+
+def iter_entries(
+    store: AuditStore,
+    *,
+    regarding: str | None = None,
+    session: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[AuditEntry]:
+    """The entries the filters select (every filter given applies), streamed page by page
+    (memory stays flat)."""
+    if since is not None and until is not None and since >= until:
+        raise ValueError(
+            f"--since {since.isoformat()} is not earlier than --until {until.isoformat()}"
+        )
+    if regarding:
+        pages = all_pages(
+            lambda c: store.by_regarding(regarding, limit=EXPORT_PAGE_SIZE, continuation=c)
+        )
+    elif session:
+        pages = all_pages(
+            lambda c: store.by_session(session, limit=EXPORT_PAGE_SIZE, continuation=c)
+        )
+    else:
+        pages = all_pages(
+            lambda c: store.in_range(since, until, limit=EXPORT_PAGE_SIZE, continuation=c)
+        )
+    wanted_session = session.lower() if regarding and session else None
+    sessions: dict[str, list[AuditEntry]] = {}
+    read_session = live_reader(store)
+
+    def live(session_id: str) -> list[AuditEntry]:
+        if session_id not in sessions:
+            sessions[session_id] = list(read_session(session_id))
+        return sessions[session_id]
+
+    for entry in pages:
+        if wanted_session is not None and entry.processsession_id != wanted_session:
+            continue  # --regarding read the trail; --session narrows it
+        if entry.origin == "backfill" and not without_superseded([entry], live):
+            continue  # a live entry records this version: one entry per version
+        if (since is None or entry.operation_created_on >= since) and (
+            until is None or entry.operation_created_on < until
+        ):
+            yield entry
+
+
+def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntry]:
+    check_range(args)
+    return iter_entries(
+        store,
+        regarding=getattr(args, "regarding", None),
+        session=getattr(args, "session", None),
+        since=args.since,
+        until=args.until,
+    )
+
+
+def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
+    store = build_store(settings, read_only=True)
+    try:
+        if output_format(args, piped="jsonl") == "jsonl":
+            write_jsonl(_selected(store, args), sys.stdout)
+            return 0
+        entries = list(_selected(store, args))
+    finally:
+        store.close()
+    out = console()
+    out.print(entries_table(entries, out.width))
+    return 0
+
+
+def _write_format(fmt: str, entries: Iterable[AuditEntry], out: TextIO) -> int:
+    if fmt == "csv":
+        from shared.trail.timeline import write_csv
+
+        return write_csv(entries, out)
+    return write_jsonl(entries, out)
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    check_range(args)
+    if args.output is not None:
+        _check_output(args.output, args.force)
+    store = build_store(settings, read_only=True)
+    try:
+        if args.output is None:
+            count = _write_format(args.format, _selected(store, args), sys.stdout)
+        else:
+            partial = args.output.with_name(args.output.name + ".partial")
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                count = _write_format(args.format, _selected(store, args), out)
+            partial.replace(args.output)  # a failed export never leaves a file that looks whole
+    finally:
+        store.close()
+    print(f"exported {count} entries", file=sys.stderr)
+    return 0
+
+
+def _check_output(path: Path, force: bool = False) -> None:
+    """``export --output`` writes a regular file in a folder that exists; an existing file
+    only with ``--force``; never a folder, a device such as /dev/full, or a FIFO."""
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise ValueError(f"--output {path} is {kind}; name a file to write the export to")
+    if not path.parent.is_dir():
+        raise ValueError(f"--output {path}: the folder {path.parent} does not exist")
+    if path.exists() and not force:
+        raise ValueError(f"--output {path} exists; add --force to replace it")
+
+
+def _text_width() -> int | None:
+    """The width to wrap text at: the terminal's, or COLUMNS when set; None (no wrapping)
+    when piped with no COLUMNS."""
+    import os
+    import shutil
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM."""
+    from shared.dataverse.webapi import _loopback
+    from shared.web.serve import serve
+
+    if not _loopback(args.host):
+        print(
+            f"warning: serving on {args.host}, which is not loopback: no key protects these "
+            "pages; anyone who reaches the port reads the trail",
+            file=sys.stderr,
+        )
+    store = build_store(settings, read_only=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+
+    def listening() -> None:
+        print(f"serving http://{shown}:{args.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+
+    try:
+        serve(
+            store, args.host, args.port, settings.dataverse_url, on_listening=listening, stop=stop
+        )
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
+    """One block per event, oldest first; exit 1 when the record has no entry."""
+    from shared.trail.timeline import timeline_text, write_csv
+
+    if bool(args.id) == bool(args.session):
+        raise ValueError("name a bank account (ID) or a session (--session ID), not both")
+    check_range(args)
+    store = build_store(settings, read_only=True)
+    try:
+        entries = iter_entries(
+            store,
+            regarding=args.id,
+            session=args.session,
+            since=args.since,
+            until=args.until,
+        )
+        if args.verdict:
+            entries = (e for e in entries if e.verdict.value in args.verdict)
+        fmt = args.format or "text"
+        if fmt == "jsonl":
+            count = write_jsonl(entries, sys.stdout)
+        elif fmt == "csv":
+            count = write_csv(entries, sys.stdout)
+        else:
+            title = (
+                f"timeline of bank account {args.id}"
+                if args.id
+                else f"timeline of session {args.session}"
+            )
+            width = _text_width()
+            count = 0
+            for line in timeline_text(entries, width or 1_000_000, title):
+                count += line == ""
+                print(line)
+            count -= 1  # the blank line before the count
+    finally:
+        store.close()
+    if count == 0:
+        print("no audit entries for that record (and filters)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_commands(commands: Commands) -> None:
+    """Add this group's commands to ``psaudit``."""
+    entries = commands.add_parser(
+        "entries",
+        help="read the audit trail",
+        description="Example: psaudit entries --regarding 8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22 "
+        "--since 2024-11-01",
+    )
+    entries.add_argument(
+        "--regarding", type=record_guid, help="regarding record id (e.g. a bank account)"
+    )
+    entries.add_argument("--session", type=record_guid, help="processsession id")
+    time_range_options(entries)
+    table_or_jsonl_option(entries)
+    entries.set_defaults(handler=cmd_entries)
+
+    export = commands.add_parser(
+        "export",
+        help="stream the audit trail as JSON lines or CSV",
+        description="Example: psaudit export --since 2026-12-01 --format csv --output dec.csv",
+    )
+    export.add_argument(
+        "--format",
+        choices=("jsonl", "csv"),
+        default="jsonl",
+        help="jsonl (one entry per line) or csv (one row per entry, changes flattened, cells "
+        "that a spreadsheet would run as formulas neutralised)",
+    )
+    time_range_options(export)
+    export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    export.add_argument("--force", action="store_true", help="replace an existing --output file")
+    export.set_defaults(handler=cmd_export)
+
+    timeline = commands.add_parser(
+        "timeline",
+        help="a bank account's (or a session's) events, oldest first, as people read them",
+        description="Examples: psaudit timeline 6f9c2d4e-8a1b-4c3d-9e5f-0a1b2c3d4e5f; "
+        "psaudit timeline --session 0f3b5d7e-2c3f-ef11-9f89-000d3a5c2b71 --format csv",
+    )
+    timeline.add_argument("id", nargs="?", type=record_guid, help="the bank account's id")
+    timeline.add_argument("--session", type=record_guid, help="a processsession id instead")
+    timeline.add_argument(
+        "--verdict",
+        action="append",
+        choices=[v.value for v in Verdict if v is not Verdict.MALFORMED],
+        help="only events with this verdict (repeatable)",
+    )
+    time_range_options(timeline)
+    timeline.add_argument(
+        "--format",
+        choices=("text", "jsonl", "csv"),
+        help="text (default; wrapped between words at the terminal's width), jsonl or csv",
+    )
+    timeline.set_defaults(handler=cmd_timeline)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the timeline pages and the JSON read API on this machine",
+        description="Example: psaudit --db .data/audit.sqlite3 serve --port 7071, then open "
+        "http://127.0.0.1:7071/ (no key on loopback; the Functions app is what serves others)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    serve.add_argument("--port", type=int, default=7071, help="port (default 7071)")
+    serve.set_defaults(handler=cmd_serve)
