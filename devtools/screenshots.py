@@ -1,4 +1,4 @@
-"""Screenshots of the timeline page at phone and desktop widths, for docs/ and the README:
+"""Screenshots of the timeline page at phone and desktop widths, for docs/design.md:
 ``python -m devtools.screenshots`` (needs Debian's chromium). A throwaway trail of the
 bundled samples plus a few events, served by ``psaudit serve``, read by Playwright."""
 

@@ -102,3 +102,51 @@ def test_no_module_of_the_service_imports_itself_back() -> None:
 )
 def test_the_cycle_finder_finds_cycles(graph: dict[str, set[str]], expected: list[list[str]]):
     assert _cycles(graph) == expected
+
+
+#: The rooms of shared/ from the lowest to the highest (docs/design.md, "The rooms"): a module
+#: may import its own room and the rooms below it, never one above.
+LEVELS = (
+    ("shared.verdicts",),
+    ("shared.errors", "shared.keys"),
+    ("shared.settings", "shared.telemetry"),
+    ("shared.dataverse",),
+    ("shared.events",),
+    ("shared.stores",),
+    ("shared.trail",),
+    ("shared.pipeline",),
+    ("shared.bootstrap", "shared.bus", "shared.web"),
+    ("shared.cli",),
+    ("shared", "functions"),
+)
+#: The one upward import kept on purpose: settings checks DATAVERSE_URL with the client's rule.
+ALLOWED_UP = {("shared.settings", "shared.dataverse.webapi")}
+
+
+def _room(module: str) -> tuple[str, int]:
+    for level, rooms in enumerate(LEVELS):
+        for room in rooms:
+            if module == room or (room != "shared" and module.startswith(room + ".")):
+                return room, level
+    if module.split(".")[0] == "functions":
+        return "functions", len(LEVELS) - 1
+    if module in {"shared", "shared.__main__"}:
+        return "shared", len(LEVELS) - 1
+    raise AssertionError(f"{module} is in no room of docs/design.md: add it to LEVELS")
+
+
+def test_imports_point_down_the_rooms() -> None:
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        room, level = _room(name)
+        for target in _imports(path, modules):
+            target_room, target_level = _room(target)
+            if target_room != room and target_level >= level and (name, target) not in ALLOWED_UP:
+                upward.append(f"{name} -> {target}")
+    assert upward == []
+
+
+def test_an_upward_import_is_found() -> None:
+    assert _room("shared.events.entry")[1] < _room("shared.stores.table")[1]
+    assert _room("shared.cli.read")[1] > _room("shared.web.page")[1]

@@ -3,8 +3,8 @@ and backfill all go through it.
 
 A thin client on ``requests`` (already installed: azure-core uses it) and azure-identity, not
 Microsoft's PowerPlatform-Dataverse-Client, which brings pandas and numpy (164 MB more in the
-Functions package, 0.4 s to import; README, "The Dataverse Web API client"). It keeps to what
-Microsoft documents:
+Functions package, 0.4 s to import; docs/design.md, "The Dataverse Web API client"). It keeps
+to what Microsoft documents:
 
 * OData headers and ``Prefer`` (``odata.maxpagesize``, ``odata.include-annotations``):
   https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors
