@@ -31,7 +31,7 @@ def reconcile_trail(timer: func.TimerRequest) -> None:
     from shared.trail.reconcile import reconcile_previous_day
 
     service = runtime.pipeline()
-    found, counts = reconcile_previous_day(settings.dataverse_url, service.store, datetime.now(UTC))
+    found, counts = reconcile_previous_day(settings, service.store, datetime.now(UTC))
     service.telemetry.reconciled(counts)
     gaps = counts["missing"] + counts["behind"]
     log.log(

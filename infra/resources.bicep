@@ -35,6 +35,8 @@ param maxDeliveryCount int = 10
 param auditTableName string = 'processsessionaudit'
 param instanceMemoryMB int = 2048
 param maximumInstanceCount int = 100
+@description('Active messages in the namespace, held for 30 minutes, that raise the backlog alert.')
+param backlogAlertThreshold int = 1000
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var deploymentContainerName = 'app-package-${take(token, 32)}'
@@ -462,6 +464,108 @@ resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
           timeAggregation: 'Average'
           operator: 'GreaterThan'
           threshold: 0
+        }
+      ]
+    }
+  }
+}
+
+// Heartbeats: a timer that fails, or stops running, writes no line. Silence is the alert.
+var heartbeats = [
+  {
+    name: 'reconcile'
+    line: 'reconcile_trail:'
+    window: 'PT26H'
+    text: 'No successful reconcile_trail run in 26 hours: the daily completeness check is not running (a failure, a missing DATAVERSE_URL or application user; docs/operations.md section 9).'
+  }
+  {
+    name: 'seal'
+    line: 'seal_trail:'
+    window: 'PT2H'
+    text: 'No successful seal_trail run in 2 hours: windows are not being sealed, so a removed entry would go unseen (docs/operations.md section 8).'
+  }
+]
+
+resource heartbeatAlerts 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for beat in heartbeats: {
+  name: 'alert-${beat.name}-silent-${token}'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Audit ${beat.name} timer silent'
+    description: beat.text
+    severity: 1
+    enabled: true
+    scopes: [ appInsights.id ]
+    evaluationFrequency: 'PT1H'
+    windowSize: beat.window
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message startswith "${beat.line}" | summarize runs = count()'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'runs'
+          operator: 'LessThan'
+          threshold: 1
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+  }
+}]
+
+// Any function execution that failed (an unhandled exception: the host records it as a failed
+// request): the triggers settle every message themselves, so a failure here is a bug or an
+// outage worth a look.
+resource failedExecutionsAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-function-failures-${token}'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Audit function executions failed'
+    description: 'A function of the audit app failed; its exception is in Application Insights (exceptions, requests where success == false).'
+    severity: 2
+    enabled: true
+    scopes: [ appInsights.id ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'requests | where success == false | summarize failures = count()'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'failures'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+  }
+}
+
+// Backlog: messages waiting (the app is down, slow, or failing every batch).
+resource backlogAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-backlog-${token}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Messages are waiting in the audit entity: is the function app running and its store reachable? (docs/operations.md section 7).'
+    severity: 2
+    enabled: true
+    scopes: [ serviceBus.id ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT30M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'backlog'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'ActiveMessages'
+          timeAggregation: 'Minimum'
+          operator: 'GreaterThan'
+          threshold: backlogAlertThreshold
         }
       ]
     }

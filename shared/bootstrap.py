@@ -39,4 +39,10 @@ def build_resolver(settings: Settings) -> RegardingResolver | None:
     from shared.dataverse.webapi import build_web_api
     from shared.trail.resolver import RegardingResolver
 
-    return RegardingResolver(build_web_api(settings.dataverse_url))
+    return RegardingResolver(
+        build_web_api(
+            settings.dataverse_url,
+            max_answer_bytes=settings.dataverse_max_answer_bytes,
+            max_pages=settings.dataverse_max_pages,
+        )
+    )

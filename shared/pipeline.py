@@ -44,6 +44,9 @@ class Policy:
     redact_columns: frozenset[str] = frozenset()
     #: AUDIT_RESOLVE_REGARDING: a regarding the message lacks is read through the Web API
     resolve_regarding: bool = False
+    #: AUDIT_LOOKUP_ATTEMPTS: deliveries a message gets while the Web API refuses its look-up
+    #: for a reason no wait fixes (a configuration error) before it is dead-lettered
+    lookup_attempts: int = 5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -53,6 +56,7 @@ class Policy:
             settings.allowed_organization_ids,
             settings.audit_redact_columns,
             settings.audit_resolve_regarding,
+            settings.audit_lookup_attempts,
         )
 
 
@@ -325,10 +329,32 @@ class Pipeline:
             )
         except Exception as exc:  # noqa: BLE001 - any failure: nothing may be completed
             description = f"regarding look-up through the Web API failed: {exc}"
-            log.warning("%s; %d message(s) will be redelivered", description, len(pending))
-            return decisions, lambda m, d: Outcome(
-                m, d, Settlement.RETRY, description, Reason.DATAVERSE_UNAVAILABLE
-            )
+            if isinstance(exc, TransientError):
+                log.warning("%s; %d message(s) will be redelivered", description, len(pending))
+                return decisions, lambda m, d: Outcome(
+                    m, d, Settlement.RETRY, description, Reason.DATAVERSE_UNAVAILABLE
+                )
+            # refused for a reason no wait fixes (a wrong DATAVERSE_URL path, a missing
+            # privilege): never a verdict; redelivered a few times (the operator may be fixing
+            # it), then dead-lettered with the reason, where `dlq replay` brings it back
+            log.error("%s (a configuration to fix: no entry is written)", description)
+            attempts = self.policy.lookup_attempts
+
+            def refused(message: InboundMessage, decision: Decision) -> Outcome:
+                if (message.delivery_count or 0) >= attempts:
+                    return Outcome(
+                        message,
+                        decision,
+                        Settlement.DEAD_LETTER,
+                        f"{description}; fix the configuration, then dlq replay "
+                        f"--reason {Reason.DATAVERSE_REFUSED}",
+                        Reason.DATAVERSE_REFUSED,
+                    )
+                return Outcome(
+                    message, decision, Settlement.RETRY, description, Reason.DATAVERSE_REFUSED
+                )
+
+            return decisions, refused
         resolved: list[Decision] = []
         for message, decision in zip(messages, decisions, strict=True):
             context = decision.pending

@@ -145,6 +145,35 @@ class Settings(BaseSettings):
         description="DATAVERSE_URL: https://<org>.crm.dynamics.com, the environment whose Web "
         "API the resolver and the reconcile timer read (as the app's managed identity)",
     )
+    dataverse_max_answer_bytes: int = Field(
+        8 * 1024 * 1024,
+        gt=0,
+        le=256 * 1024 * 1024,
+        description="DATAVERSE_MAX_ANSWER_BYTES: the largest Web API answer read; a larger one "
+        "is refused (a page of 5,000 sessions is about 2 MiB)",
+    )
+    dataverse_max_pages: int = Field(
+        10_000,
+        gt=0,
+        description="DATAVERSE_MAX_PAGES: the most pages one listing follows (reconcile, "
+        "backfill); past it the run stops with an error",
+    )
+    dataverse_timer_budget_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=540,
+        description="DATAVERSE_TIMER_BUDGET_SECONDS: how long the reconcile_trail timer waits "
+        "out one Web API request's service-protection waits (the CLI waits 60 s); under the "
+        "10-minute function timeout",
+    )
+    audit_lookup_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="AUDIT_LOOKUP_ATTEMPTS: deliveries of a message whose regarding look-up the "
+        "Web API refuses for a configuration reason (a wrong path, a missing privilege) before "
+        "it is dead-lettered as dataverse_refused",
+    )
     audit_resolve_regarding: bool = Field(
         False,
         description="AUDIT_RESOLVE_REGARDING: true = a regarding the message lacks is read "

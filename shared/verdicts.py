@@ -51,6 +51,9 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
     STORE_REJECTED = "store_rejected"
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    #: the Web API refused the regarding look-up for a reason no wait can fix (a wrong
+    #: DATAVERSE_URL path, a missing privilege), after AUDIT_LOOKUP_ATTEMPTS deliveries
+    DATAVERSE_REFUSED = "dataverse_refused"
     # retried (not settled)
     STORE_UNAVAILABLE = "store_unavailable"
     #: the regarding look-up through the Web API failed (AUDIT_RESOLVE_REGARDING)

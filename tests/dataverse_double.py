@@ -18,7 +18,11 @@ It speaks OData as Microsoft documents it, and nothing more:
 * a single row by id, 404 with Dataverse's error body (``0x80040217``) when it does not exist:
   .../webapi/retrieve-entity-using-web-api;
 * service protection limits: injectable 429s with ``Retry-After`` (seconds):
-  https://learn.microsoft.com/power-apps/developer/data-platform/api-limits.
+  https://learn.microsoft.com/power-apps/developer/data-platform/api-limits;
+* ``regardingobjecttypecode``, the regarding's table as a column (EntityName), as the
+  processsession reference lists it: .../reference/entities/processsession;
+* hostile answers (``hostile``): whatever a broken or malicious server may send in place of a
+  GET's answer (foreign links, endless or trickled bodies, redirects, deep nesting).
 
 Every request is recorded with its headers and the monotonic time it arrived, so that tests
 can check waits and what was asked.
@@ -32,6 +36,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,6 +99,12 @@ class DataverseDouble:
         self.faults: deque[tuple[int, int | None]] = deque()
         #: the double's own page size: it pages smaller than asked when this is smaller
         self.server_page_size = 5000
+        #: hostile answers: each takes the next admitted GET and writes whatever it likes
+        self.hostile: deque[Callable[[BaseHTTPRequestHandler], None]] = deque()
+        #: drop the lookup-logical-name annotation (a proxy or endpoint that ignores Prefer)
+        self.drop_annotations = False
+        #: rows also carry regardingobjecttypecode (the documented column of the table)
+        self.type_code_column = True
         self._lock = threading.Lock()
         for name in ("Create", "Update", "Delete"):
             message_id = self._insert("sdkmessages", {"name": name})
@@ -136,6 +147,7 @@ class DataverseDouble:
             "statuscode": 1,
             "_modifiedby_value": modifiedby or str(uuid.uuid5(uuid.NAMESPACE_URL, "user")),
             "_regardingobjectid_value": regarding[1] if regarding else None,
+            "regardingobjecttypecode": regarding[0] if regarding else None,
             "regarding_logical": regarding[0] if regarding else None,
             "regarding_name": regarding_name,
         }
@@ -203,8 +215,11 @@ class DataverseDouble:
         return 200, answer, applied if "odata.maxpagesize" in prefer else {}
 
     def shown(self, row: dict[str, Any], params: dict[str, str], prefer: dict[str, str]) -> Any:
+        hidden = {"regarding_logical", "regarding_name", "saskey"}
+        if not self.type_code_column:
+            hidden.add("regardingobjecttypecode")
         select = [c for c in params.get("$select", "").split(",") if c] or [
-            c for c in row if c not in {"regarding_logical", "regarding_name", "saskey"}
+            c for c in row if c not in hidden
         ]
         annotations = prefer.get("odata.include-annotations", "").strip('"')
         wanted = {a.strip() for a in annotations.split(",") if a.strip()}
@@ -212,10 +227,15 @@ class DataverseDouble:
         for column in select:
             if column == "saskey" or (column not in row and column not in LOOKUPS):
                 continue
+            if column == "regardingobjecttypecode" and not self.type_code_column:
+                continue
             out[column] = row.get(column)
             if column in LOOKUPS and row.get(column) is not None:
                 logical, name = LOOKUPS[column]
-                if wanted & {"*", LOGICAL, "Microsoft.Dynamics.CRM.*"}:
+                if (
+                    wanted & {"*", LOGICAL, "Microsoft.Dynamics.CRM.*"}
+                    and not self.drop_annotations
+                ):
                     out[f"{column}@{LOGICAL}"] = row[logical]
                 if wanted & {"*", FORMATTED, "OData.Community.Display.V1.*"} and row.get(name):
                     out[f"{column}@{FORMATTED}"] = row[name]
@@ -306,6 +326,12 @@ class DataverseDouble:
                 return True
 
             def do_GET(self) -> None:
+                if double.hostile:  # whatever the server likes, whoever asks
+                    double.seen.append(
+                        Seen(self.command, self.path, dict(self.headers), None, time.monotonic())
+                    )
+                    double.hostile.popleft()(self)
+                    return
                 if not self._admitted(None):
                     return
                 entity_set, row_id = self._route()

@@ -42,6 +42,10 @@ NOT_IN_AZURE = {
     "AUDIT_SEAL_CONNECTION_STRING",  # Azurite / development; Azure uses the identity
     "AUDIT_TRAIL_PREVIOUS_KEYS",  # set by hand during a key rotation (docs/operations.md)
     "AUDIT_PAGE_CHARS",  # the default fits the instance's memory
+    "AUDIT_LOOKUP_ATTEMPTS",  # the default: 5 of the queue's 10 deliveries
+    "DATAVERSE_MAX_ANSWER_BYTES",  # the Web API client's bounds: defaults fit Dataverse
+    "DATAVERSE_MAX_PAGES",
+    "DATAVERSE_TIMER_BUDGET_SECONDS",
 }
 
 
@@ -231,3 +235,23 @@ def test_the_location_is_one_of_the_flex_consumption_regions() -> None:
     assert allowed is not None
     regions = re.findall(r"'([a-z0-9]+)'", allowed.group(1))
     assert {"eastus", "northeurope", "swedencentral"} <= set(regions)
+
+
+def test_silence_failures_and_backlog_are_alerted() -> None:
+    """Heartbeats for both timers (a timer that fails logs nothing), failed executions, and a
+    Service Bus backlog; the guide lists each alert the template creates."""
+    assert "name: 'reconcile'" in RESOURCES
+    assert "line: 'reconcile_trail:'" in RESOURCES
+    assert "window: 'PT26H'" in RESOURCES
+    assert "line: 'seal_trail:'" in RESOURCES
+    assert "window: 'PT2H'" in RESOURCES
+    assert "requests | where success == false" in RESOURCES
+    assert "metricName: 'ActiveMessages'" in RESOURCES
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    for alert in re.findall(r"name: 'alert-([a-z-]+?)-(?:\$\{token\})'", RESOURCES):
+        assert f"alert-{alert}-" in guide, alert
+    for beat in ("reconcile", "seal"):
+        assert f"alert-{beat}-silent-" in guide
+    # each timer's success line is what its heartbeat counts
+    assert '"reconcile_trail: %s to %s' in (ROOT / "functions" / "reconcile_trail.py").read_text()
+    assert '"seal_trail: ' in (ROOT / "functions" / "trail_seal.py").read_text()

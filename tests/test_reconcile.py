@@ -13,6 +13,7 @@ from shared.dataverse.sessions import SessionRow
 from shared.stores.sqlite import SqliteAuditStore
 from shared.stores.table import TableAuditStore
 from shared.trail.reconcile import backfill_entry
+from shared.verdicts import Reason, Verdict
 from tests.conftest import run_cli
 from tests.dataverse_double import TOKEN, DataverseDouble
 from tests.entries import make_entry
@@ -228,6 +229,7 @@ def test_backfill_never_writes_over_a_version_the_trail_now_holds(double, tmp_pa
 
 
 def test_reconcile_usage_and_connection_errors_exit_2(tmp_path) -> None:
+    SqliteAuditStore(tmp_path / "a.sqlite3").close()
     env = {"AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"), "DATAVERSE_ACCESS_TOKEN": TOKEN}
     done = run_cli("reconcile", "--since", SINCE, "--until", UNTIL, env=env, check=False)
     assert done.returncode == 2
@@ -252,6 +254,7 @@ def test_reconcile_usage_and_connection_errors_exit_2(tmp_path) -> None:
 
 
 def test_a_refused_token_exits_2_and_is_never_printed(double, tmp_path) -> None:
+    SqliteAuditStore(tmp_path / "a.sqlite3").close()
     env = {
         "AUDIT_SQLITE_PATH": str(tmp_path / "a.sqlite3"),
         "DATAVERSE_ACCESS_TOKEN": "WRONG-SECRET-TOKEN",
@@ -304,3 +307,145 @@ def test_a_backfilled_entry_is_judged_by_the_same_rule() -> None:
     }
     same = backfill_entry(row("account"), ORG, T0 + timedelta(days=1))
     assert same.entry_id == backfill_entry(row("account"), ORG, T0).entry_id
+
+
+def _reconcile_json(store, double, *extra: str, check: bool = False):
+    return run_cli(
+        "reconcile", "--since", SINCE, "--until", UNTIL, "--format", "json", *extra,
+        env=_env(store, double), check=check,
+    )  # fmt: skip
+
+
+def test_an_entry_dated_in_the_future_covers_nothing_and_is_reported(double, tmp_path) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    session = _id("forged-future")
+    double.add_session(session, modifiedon=T0 + timedelta(hours=2))
+    forged = make_entry(40, session=session, when=datetime(2100, 1, 1, tzinfo=UTC))
+    store.write([forged])
+    store.close()
+    done = _reconcile_json(store, double)
+    assert done.returncode == 1, done.stderr
+    found = json.loads(done.stdout)
+    # the trail holds no plausible entry of it: missing, and the forged entry is shown
+    assert [row["processsession_id"] for row in found["missing"]] == [session]
+    assert [e["entry_id"] for e in found["implausible"]] == [forged.entry_id]
+    assert "1 entries dated in the future" in done.stderr
+
+
+def test_a_session_listed_on_two_pages_counts_once(double, tmp_path) -> None:
+    """A row modified while the listing is paged comes back on a later page: one session."""
+    from tests.dataverse_double import iso
+
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    store.close()
+    session = _id("twice")
+    double.add_session(session, modifiedon=T0 + timedelta(hours=1))
+    for n in range(4):
+        double.add_session(_id(f"filler-{n}"), modifiedon=T0 + timedelta(hours=2 + n))
+    real_query = double.query
+
+    served: list[str] = []
+
+    def query(entity_set, params, prefer, base_url):  # the row moves on after page 1
+        answer = real_query(entity_set, params, prefer, base_url)
+        double.tables["processsessions"][session]["modifiedon"] = iso(T0 + timedelta(hours=9))
+        served.extend(row["processsessionid"] for row in answer[1]["value"])
+        return answer
+
+    double.query = query
+    found = json.loads(_reconcile_json(store, double).stdout)
+    assert served.count(session) == 2  # listed on page 1 and again on page 2
+    missing = [row["processsession_id"] for row in found["missing"]]
+    assert missing.count(session) == 1
+    assert len(missing) == len(set(missing)) == found["sessions"]
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [("0001-01-01", UNTIL), (SINCE, "9999-12-31T23:59:59Z"), ("1700-01-01", SINCE)],
+)
+def test_dates_dataverse_cannot_hold_are_a_usage_error(double, tmp_path, since, until) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    store.close()
+    done = run_cli(
+        "reconcile", "--since", since, "--until", until,
+        env=_env(store, double), check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "outside the dates Dataverse holds" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert double.seen == []
+
+
+def test_a_kelvin_sign_bank_account_is_not_one(double, tmp_path) -> None:
+    """A table named with U+212A (which str.lower() folds to 'k') is another table."""
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    session = _id("kelvin")
+    double.add_session(
+        session, modifiedon=T0 + timedelta(hours=1), regarding=("sample_ban\u212aaccount", BANK)
+    )
+    store.close()
+    done = run_cli(
+        "backfill", "--since", SINCE, "--until", UNTIL, "--dry-run",
+        env=_env(store, double), check=False,
+    )  # fmt: skip
+    entries = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["verdict"], e["reason"]) for e in entries] == [
+        ("rejected", "regarding_not_bankaccount")
+    ]
+
+
+@pytest.mark.parametrize("command", ["reconcile", "backfill"])
+def test_a_missing_store_is_exit_2_and_nothing_is_created(double, tmp_path, command) -> None:
+    path = tmp_path / "mistyped" / "audit.sqlite3"
+    double.add_session(modifiedon=T0 + timedelta(hours=1))
+    env = {"DATAVERSE_ACCESS_TOKEN": TOKEN, "DATAVERSE_URL": double.url}
+    done = run_cli(
+        command, "--since", SINCE, "--until", UNTIL, "--db", str(path), env=env, check=False
+    )
+    assert done.returncode == 2
+    assert str(path) in done.stderr
+    assert "AUDIT_STORE=table" in done.stderr
+    assert not path.exists()
+    assert not path.parent.exists()
+    assert done.stdout == ""
+
+
+def test_a_session_the_trail_holds_without_its_regarding_is_a_gap_backfill_closes(
+    double, tmp_path
+) -> None:
+    """Dataverse links the session to a bank account; the trail holds its event only as
+    rejected/regarding_not_in_message: reconcile lists it as unresolved (exit 1), backfill
+    writes an entry read from the Web API, and the account's timeline shows it."""
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    session = _id("no-regarding")
+    double.add_session(
+        session, modifiedon=T0 + timedelta(hours=3), regarding=("sample_bankaccount", BANK)
+    )
+    live = make_entry(
+        41,
+        session=session,
+        when=T0 + timedelta(hours=3, seconds=1),
+        verdict=Verdict.REJECTED,
+        reason=Reason.REGARDING_NOT_IN_MESSAGE,
+    )
+    store.write([live])
+    store.close()
+    done = _reconcile_json(store, double)
+    assert done.returncode == 1
+    found = json.loads(done.stdout)
+    assert [row["processsession_id"] for row in found["unresolved"]] == [session]
+    assert found["missing"] == found["behind"] == []
+    assert "1 without their regarding" in done.stderr
+    assert str(store.path) in done.stderr  # the summary says which trail it compared
+    written = run_cli("backfill", "--since", SINCE, "--until", UNTIL, env=_env(store, double))
+    entries = [json.loads(line) for line in written.stdout.splitlines()]
+    assert [(e["origin"], e["verdict"], e["regarding_id"]) for e in entries] == [
+        ("backfill", "accepted", BANK)
+    ]
+    timeline = run_cli("timeline", BANK, "--format", "jsonl", env=_env(store, double))
+    assert [json.loads(line)["processsession_id"] for line in timeline.stdout.splitlines()] == [
+        session
+    ]
+    assert _reconcile_json(store, double).returncode == 0

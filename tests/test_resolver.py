@@ -251,3 +251,61 @@ def test_with_the_resolver_off_no_web_api_code_is_imported(tmp_path: Path) -> No
         check=True,
     )
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_wrong_dataverse_path_is_never_a_verdict_and_ends_dead_lettered_with_its_reason(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    """A wrong DATAVERSE_URL path answers 404 "Resource not found for the segment": not the
+    session's absence (0x80040217) but a configuration to fix. The message is redelivered
+    (nothing written) until AUDIT_LOOKUP_ATTEMPTS deliveries, then dead-lettered."""
+    from dataclasses import replace
+
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    api = WebApi(f"{double.url}/crm", lambda: TOKEN)
+    pipeline = Pipeline(
+        store, Policy(resolve_regarding=True, lookup_attempts=3), resolver=RegardingResolver(api)
+    )
+    message = load_samples()[NAME].message
+    for delivery, settlement in ((1, Settlement.RETRY), (2, Settlement.RETRY)):
+        (outcome,) = pipeline.handle([replace(message, delivery_count=delivery)])
+        assert outcome.settlement is settlement
+        assert outcome.dead_letter_reason == "dataverse_refused"
+    (outcome,) = pipeline.handle([replace(message, delivery_count=3)])
+    assert outcome.settlement is Settlement.DEAD_LETTER
+    assert outcome.dead_letter_reason == "dataverse_refused"
+    assert outcome.description is not None
+    assert "HTTP 404" in outcome.description
+    assert "dlq replay" in outcome.description
+    assert TOKEN not in outcome.description
+    assert store.count() == 0
+    store.close()
+
+
+def test_a_session_row_without_the_annotation_is_still_judged_by_its_table(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    double.drop_annotations = True
+    (outcome,) = _resolving(double, store).handle([load_samples()[NAME].message])
+    entry = outcome.decision.entry
+    assert entry is not None
+    assert (entry.verdict.value, entry.regarding_logical_name, entry.regarding_id) == (
+        "accepted",
+        "sample_bankaccount",
+        BANK,
+    )
+    store.close()
+
+
+def test_a_session_row_with_no_table_at_all_is_retried_not_rejected(
+    double: DataverseDouble, tmp_path: Path
+) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    double.drop_annotations = True
+    double.type_code_column = False
+    (outcome,) = _resolving(double, store).handle([load_samples()[NAME].message])
+    assert outcome.settlement is Settlement.RETRY
+    assert outcome.dead_letter_reason == "dataverse_unavailable"
+    assert store.count() == 0
+    store.close()

@@ -18,6 +18,7 @@ from shared.cli.common import (
     one_line,
     output_format,
     parse_time,
+    store_label,
     write_jsonl,
 )
 from shared.cli.console import (
@@ -45,7 +46,12 @@ def _web_api(args: argparse.Namespace, settings: Settings) -> Any:
     def waiting(seconds: float, why: str) -> None:
         print(f"{why}; waiting {seconds:.0f} s", file=sys.stderr, flush=True)
 
-    return build_web_api(url, on_wait=waiting)
+    return build_web_api(
+        url,
+        on_wait=waiting,
+        max_answer_bytes=settings.dataverse_max_answer_bytes,
+        max_pages=settings.dataverse_max_pages,
+    )
 
 
 def _paging_progress() -> Callable[[int], None] | None:
@@ -77,18 +83,18 @@ def _dataverse_exits_2(handler: Handler) -> Handler:
     return run
 
 
-def _trail_to_compare(settings: Settings) -> AuditStore:
-    """The trail reconcile reads; a SQLite trail not yet created is an empty one (created,
-    and said on stderr: every session then counts as missing)."""
+def _existing_trail(settings: Settings, *, write: bool = False) -> AuditStore:
+    """The trail reconcile compares against and backfill writes to, which must exist: a
+    missing SQLite file is a usage error (exit 2, its path named), never an empty trail
+    created on the spot (a second trail that calls every session missing). ``write`` opens
+    it for backfill's writes."""
     path = settings.audit_sqlite_path
-    if settings.audit_store is StoreKind.SQLITE and not path.exists():
-        print(
-            f"note: no SQLite audit store at {path} yet (AUDIT_SQLITE_PATH or --db): an empty "
-            "trail is created, against which every session is missing",
-            file=sys.stderr,
+    if settings.audit_store is StoreKind.SQLITE and not path.is_file():
+        raise FileNotFoundError(
+            f"no SQLite audit store at {path} (AUDIT_SQLITE_PATH or --db; in Azure set "
+            "AUDIT_STORE=table and AUDIT_TABLE_ENDPOINT): nothing to compare against"
         )
-        return build_store(settings)
-    return build_store(settings, read_only=True)
+    return build_store(settings, read_only=not write)
 
 
 @_dataverse_exits_2
@@ -99,7 +105,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
     check_range(args)
     api = _web_api(args, settings)
-    store = _trail_to_compare(settings)
+    store = _existing_trail(settings)
     try:
         found = reconcile(
             api,
@@ -120,7 +126,10 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         out.print(reconcile_table(found.to_json(), out.width))
     print(
         f"{found.sessions} session(s) modified in the window: {len(found.missing)} missing, "
-        f"{len(found.behind)} behind, {len(found.only_in_trail)} only in the trail",
+        f"{len(found.behind)} behind, {len(found.unresolved)} without their regarding, "
+        f"{len(found.only_in_trail)} only in the trail"
+        + (f", {len(found.implausible)} entries dated in the future" if found.implausible else "")
+        + f" (trail: {store_label(settings)})",
         file=sys.stderr,
     )
     return 1 if found.gaps else 0
@@ -133,7 +142,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     check_range(args)
     api = _web_api(args, settings)
-    store = _trail_to_compare(settings) if args.dry_run else build_store(settings)
+    store = _existing_trail(settings, write=not args.dry_run)
     try:
         done = backfill(
             api,
@@ -156,7 +165,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     verb = "would write" if args.dry_run else f"wrote {done.written} new of"
     print(
         f"{verb} {len(done.entries)} backfilled entr{'y' if len(done.entries) == 1 else 'ies'} "
-        f"for {len(done.reconciliation.gaps)} session(s) missing or behind",
+        f"for {len(done.reconciliation.gaps)} session(s) missing, behind or without their "
+        f"regarding (trail: {store_label(settings)})",
         file=sys.stderr,
     )
     return 0

@@ -201,17 +201,22 @@ def dead_letter_table(messages: Sequence[Any], title: str) -> Table:
 
 
 def reconcile_table(found: dict[str, Any], width: int = 160) -> Table:
-    """reconcile's findings (its JSON), one row per session: missing, behind, only in trail;
+    """reconcile's findings (its JSON), one row per session: missing, behind, unresolved (the
+    trail lacks the regarding), only in trail, and entries dated in the future (implausible);
     under 120 columns ids are shortened (``--format json`` has them whole)."""
     short = width < 120
     rows = [
         (kind, item)
-        for kind in ("missing", "behind", "only_in_trail")
+        for kind in ("missing", "behind", "unresolved", "only_in_trail")
         for item in found.get(kind, [])
+    ] + [
+        ("implausible", {**item, "modifiedon": item["operation_created_on"]})
+        for item in found.get("implausible", [])
     ]
     title = (
         f"reconcile {found['since']} .. {found['until']}: {found['sessions']} session(s), "
         f"{len(found['missing'])} missing, {len(found['behind'])} behind, "
+        f"{len(found.get('unresolved', []))} without their regarding, "
         f"{len(found['only_in_trail'])} only in the trail"
     )
     table = Table(title=title)

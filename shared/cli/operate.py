@@ -104,7 +104,11 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     )
     from shared.dataverse.registration import PlanApi
 
-    api: Any = PlanApi(url) if args.plan else build_web_api(url)
+    api: Any = (
+        PlanApi(url)
+        if args.plan
+        else build_web_api(url, max_answer_bytes=settings.dataverse_max_answer_bytes)
+    )
     report = Registrar(api, dry_run=args.dry_run or args.plan, rotate_key=args.rotate_key).register(
         registration
     )

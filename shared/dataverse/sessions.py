@@ -8,16 +8,19 @@ a lookup is read as ``_regardingobjectid_value`` (the id), with the table it poi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from shared.dataverse.model import ascii_lower
 from shared.dataverse.webapi import (
     FORMATTED_VALUE,
     LOOKUP_LOGICAL_NAME,
     DataverseError,
+    DataverseUnavailable,
     WebApi,
     odata_time,
     parse_time,
@@ -27,6 +30,10 @@ from shared.dataverse.webapi import (
 ENTITY_SET = "processsessions"
 REGARDING = "_regardingobjectid_value"
 MODIFIED_BY = "_modifiedby_value"
+#: the regarding's table as a column (EntityName): the fallback when the annotation is missing
+TYPE_CODE = "regardingobjecttypecode"
+#: a table's logical name: ASCII letters, digits and underscores (the rule's own alphabet)
+_LOGICAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 #: what the resolver and reconcile's listing read of each row: only what they compare
 COLUMNS = ("processsessionid", "modifiedon", REGARDING)
 #: the columns a backfilled entry shows (read whole: ``read_session(..., every_column=True)``)
@@ -86,7 +93,8 @@ class SessionRow:
             modifiedon=str(row["modifiedon"]),
             modified=modified,
             created=parse_time(row.get("createdon")),
-            regarding_logical_name=logical.lower()
+            # ASCII folding only: str.lower() turns KELVIN SIGN (U+212A) into "k"
+            regarding_logical_name=ascii_lower(logical)
             if isinstance(logical, str) and regarding_id
             else None,
             regarding_id=regarding_id,
@@ -107,11 +115,28 @@ class SessionRow:
 
 
 def read_session(api: WebApi, session_id: str, *, every_column: bool = False) -> SessionRow | None:
-    """One session by id, or None when Dataverse says it does not exist (404).
+    """One session by id, or None when Dataverse says it does not exist (404, 0x80040217).
     ``every_column`` (backfill, rare) asks without ``$select``: the row as Dataverse holds
-    it, whatever columns the environment has; otherwise only ``COLUMNS``."""
+    it, whatever columns the environment has; otherwise only ``COLUMNS``.
+
+    A row whose regarding id comes without its table (the lookup-logical-name annotation
+    missing: a proxy or an older endpoint that drops ``Prefer``) is never judged as if it had
+    no regarding: the table is read from the row's ``regardingobjecttypecode`` column (the
+    table's logical name); when that is missing too, DataverseUnavailable (retried later)."""
     row = api.row(ENTITY_SET, session_id, () if every_column else COLUMNS, prefer=(ANNOTATIONS,))
-    return SessionRow.from_json(row) if row is not None else None
+    if row is None:
+        return None
+    session = SessionRow.from_json(row)
+    if session.regarding_id is None or session.regarding_logical_name is not None:
+        return session
+    typed = api.row(ENTITY_SET, session_id, (TYPE_CODE,))
+    logical = typed.get(TYPE_CODE) if typed is not None else None
+    if not isinstance(logical, str) or not _LOGICAL_NAME.fullmatch(logical):
+        raise DataverseUnavailable(
+            f"processsession {session_id}: the Web API gave the regarding id without its table "
+            f"(no {LOOKUP_LOGICAL_NAME} annotation, no {TYPE_CODE}); not judged now"
+        )
+    return replace(session, regarding_logical_name=ascii_lower(logical))
 
 
 def sessions_modified(
@@ -127,7 +152,9 @@ def sessions_modified(
     query = (
         f"{ENTITY_SET}?$select={','.join(COLUMNS)}"
         f"&$filter=modifiedon ge {odata_time(since)} and modifiedon lt {odata_time(until)}"
-        "&$orderby=modifiedon asc"
+        # a unique column after modifiedon, as Microsoft's paging guidance asks, so that rows
+        # modified in the same instant keep one order across pages
+        "&$orderby=modifiedon asc,processsessionid asc"
     )
     read = 0
     for page in api.pages(query, page_size=page_size, prefer=(ANNOTATIONS,)):

@@ -25,6 +25,7 @@ scope ``<environment>/.default``.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import logging
@@ -52,10 +53,28 @@ DEFAULT_TIMEOUT = (5.0, 30.0)
 DEFAULT_BUDGET = 60.0
 #: network failures (no answer at all) are tried this many times more, then reported
 NETWORK_RETRIES = 2
+#: the largest answer read (``DATAVERSE_MAX_ANSWER_BYTES``); a page of 5,000 sessions is ~2 MiB
+DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: the most pages one run follows (``DATAVERSE_MAX_PAGES``): 5,000,000 rows at the default size
+DEFAULT_MAX_PAGES = 10_000
+#: the deepest JSON an answer may nest (Dataverse's are a few levels deep)
+MAX_ANSWER_DEPTH = 64
+#: a Retry-After below this is waited this long (a 0 would spin)
+MIN_RETRY_AFTER = 1.0
+#: a run of non-blank characters this long in an error text is cut out: a token in any encoding
+#: (plain, JSON- or URL-escaped, base64, hex) is one long run
+LONGEST_SHOWN_WORD = 40
+_CHUNK = 64 * 1024
 LOOKUP_LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
 FORMATTED_VALUE = "OData.Community.Display.V1.FormattedValue"
 _RETRY_STATUSES = frozenset({429, 503, 504})
+#: Dataverse's error code for "the row does not exist" (ObjectDoesNotExist):
+#: https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes
+DOES_NOT_EXIST = "0x80040217"
 _ERROR_CODE = re.compile(r"0x[0-9A-Fa-f]{8}")
+#: in a link the Web API gives: characters parsers disagree on (or that hide a second host)
+_UNSAFE_LINK = re.compile(r"[\\\x00-\x20\x7f]")
+_LONG_WORD = re.compile(rf"\S{{{LONGEST_SHOWN_WORD + 1},}}")
 _PRIVILEGE = re.compile(r"\bprv[A-Z][A-Za-z]{2,60}\b")
 
 
@@ -80,11 +99,22 @@ def mask_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """Scheme, host and port; every loopback name counts as one host."""
-    parts = urlsplit(url)
+def _origin(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port that ``requests`` connects to for ``url``: the URL as it prepares
+    it (urllib3's parser), read as its adapter reads it (``urlparse``). Checking any other
+    parse invites a differential (``http://OTHER\\@ENV/`` is ENV to ``urlsplit``, OTHER to
+    urllib3). Every loopback name counts as one host. ValueError when it cannot be prepared."""
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+    except requests.RequestException as exc:
+        raise ValueError(str(exc)) from None
+    parts = urlsplit(prepared.url or "")
     host = (parts.hostname or "").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
     return parts.scheme.lower(), "loopback" if _loopback(host) else host, port
 
 
@@ -156,19 +186,21 @@ def prefer_annotations(*names: str) -> str:
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date)."""
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), at
+    least ``MIN_RETRY_AFTER``; None (the caller's own back-off) when it cannot be read."""
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True: ASCII digits only
+        return max(MIN_RETRY_AFTER, float(text[:12]))
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    left = when.timestamp() - (now if now is not None else time.time())
+    return max(MIN_RETRY_AFTER, left)
 
 
 def _why(status: int) -> str:
@@ -194,6 +226,8 @@ class WebApi:
         budget: float = DEFAULT_BUDGET,
         on_wait: WaitCallback | None = None,
         stop: threading.Event | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_pages: int = DEFAULT_MAX_PAGES,
     ) -> None:
         self.environment = environment_url(environment)
         self.base = f"{self.environment}/{API}"
@@ -206,7 +240,10 @@ class WebApi:
         self.budget = budget
         self.on_wait = on_wait
         self.stop = stop or threading.Event()
+        self.max_answer_bytes = max_answer_bytes
+        self.max_pages = max_pages
         self.requests_made = 0
+        self._token_shown = ""
         self._rng = random.Random()  # noqa: S311 - jitter, not security
 
     def _headers(self, prefer: Sequence[str], body: bool) -> dict[str, str]:
@@ -223,17 +260,28 @@ class WebApi:
         return headers
 
     def url_of(self, path_or_url: str) -> str:
-        """A path under the API base, or an absolute URL (a nextLink) on the same origin."""
-        if "://" not in path_or_url:
-            if path_or_url.startswith("/"):  # a nextLink given relative to the host
-                return urljoin(self.base, path_or_url)
-            return f"{self.base}/{path_or_url}"
-        if _origin(path_or_url) != self._origin:
+        """A path under the API base, or a link the Web API gave (a nextLink: absolute, or
+        relative to the base), resolved and checked by one rule: the URL ``requests`` will
+        connect to must have the environment's scheme, host and port. Anything else is refused
+        before any request (DataverseError), so that the bearer token never leaves."""
+        given = "://" in path_or_url or path_or_url.startswith("/")
+        if given and _UNSAFE_LINK.search(path_or_url):
+            raise DataverseError(
+                "the Web API answered with a link holding a backslash, a space or a control "
+                "character; not followed (the bearer token is sent only to the environment)"
+            )
+        # a given link resolves as a browser would: '//host/x' is another host, and refused
+        url = urljoin(self.base + "/", path_or_url) if given else f"{self.base}/{path_or_url}"
+        try:
+            origin = _origin(url)
+        except ValueError:
+            origin = None
+        if origin != self._origin:
             raise DataverseError(
                 "the Web API answered with a link to another host; not followed (the bearer "
                 "token is sent only to the environment)"
             )
-        return path_or_url
+        return url
 
     def _wait(self, seconds: float, why: str, deadline: float, what: str) -> None:
         if time.monotonic() + seconds > deadline:
@@ -257,10 +305,11 @@ class WebApi:
         secret: str | None = None,
         allow: frozenset[int] = frozenset(),
     ) -> requests.Response:
-        """One call, with 429/503/504 and network failures waited out inside the budget.
-        A status in ``allow`` (e.g. 404) is returned; any other 4xx/5xx raises. ``secret``:
-        a value the body carries (a SAS key) that an error answer may echo: then no text of
-        that answer is shown."""
+        """One call, with 429/503/504 and network failures waited out inside the budget, which
+        also bounds reading the answer (a trickle is cut off) and its size
+        (``max_answer_bytes``). A status in ``allow`` (e.g. 404) is returned; a redirect and
+        any other 4xx/5xx raise. ``secret``: a value the body carries (a SAS key) that an
+        error answer may echo: then no text of that answer is shown."""
         url = self.url_of(path_or_url)
         what = f"{method} {mask_userinfo(url.split('?', 1)[0])}"
         deadline = time.monotonic() + self.budget
@@ -271,14 +320,7 @@ class WebApi:
                 raise DataverseUnavailable(f"{what}: given up, the process was told to stop")
             try:
                 self.requests_made += 1
-                response = self.session.request(
-                    method,
-                    url,
-                    headers=self._headers(prefer, body is not None),
-                    data=data,
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
+                response = self._send(method, url, prefer, data, deadline, what)
             except requests.RequestException as exc:
                 failures += 1
                 why = f"no answer ({type(exc).__name__})"
@@ -296,17 +338,93 @@ class WebApi:
                 ceiling = min(ceiling * 2, 30.0)
                 self._wait(wait, _why(response.status_code), deadline, what)
                 continue
+            if 300 <= response.status_code < 400:
+                raise DataverseError(
+                    f"{what} failed: HTTP {response.status_code}, a redirect; not followed (the "
+                    "bearer token is sent only to the environment; check DATAVERSE_URL)",
+                    response.status_code,
+                )
             if response.status_code >= 400 and response.status_code not in allow:
-                raise self._error(what, response, secret)
+                raise self._error(what, response, secret, self._token_shown)
             return response
 
+    def _send(
+        self,
+        method: str,
+        url: str,
+        prefer: Sequence[str],
+        data: str | None,
+        deadline: float,
+        what: str,
+    ) -> requests.Response:
+        """One HTTP exchange, headers and body, within ``deadline`` and ``max_answer_bytes``.
+        It runs in a helper thread so that an answer trickled byte by byte (each read within
+        the socket timeout) still ends at the deadline, and a stop is obeyed within a second;
+        the helper, abandoned, stops reading at its next chunk."""
+        headers = self._headers(prefer, data is not None)
+        self._token_shown = headers["Authorization"].removeprefix("Bearer ")
+        prepared = self.session.prepare_request(
+            requests.Request(method, url, headers=headers, data=data)
+        )
+        if _origin(prepared.url or "") != self._origin:  # what is sent is what was checked
+            raise DataverseError(f"{what}: not sent, the request would leave the environment")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DataverseUnavailable(f"{what}: no time left in the {self.budget:.0f} s budget")
+        connect, read = self.timeout
+        timeout = (min(connect, left), min(read, left))
+        abandoned = threading.Event()
+        outcome: list[requests.Response | BaseException] = []
+        limit = self.max_answer_bytes
+
+        def exchange() -> None:
+            try:
+                response = self.session.send(
+                    prepared, stream=True, timeout=timeout, allow_redirects=False
+                )
+                try:
+                    content = bytearray()
+                    for chunk in response.iter_content(_CHUNK):
+                        if abandoned.is_set():
+                            return
+                        content += chunk
+                        if len(content) > limit:
+                            raise DataverseError(
+                                f"{what}: the answer is larger than {limit:,} bytes "
+                                "(DATAVERSE_MAX_ANSWER_BYTES); not read further"
+                            )
+                    response._content = bytes(content)
+                finally:
+                    response.close()
+                outcome.append(response)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                outcome.append(exc)
+
+        helper = threading.Thread(target=exchange, name="dataverse-request", daemon=True)
+        helper.start()
+        while helper.is_alive():
+            helper.join(min(1.0, max(0.0, deadline - time.monotonic())))
+            if helper.is_alive() and (self.stop.is_set() or time.monotonic() >= deadline):
+                abandoned.set()
+                why = "told to stop" if self.stop.is_set() else "no whole answer"
+                raise DataverseUnavailable(
+                    f"{what}: given up, {why} within the {self.budget:.0f} s budget"
+                )
+        if not outcome:
+            raise DataverseUnavailable(f"{what}: the answer ended early")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
     @staticmethod
-    def _error(what: str, response: requests.Response, secret: str | None) -> DataverseError:
+    def _error(
+        what: str, response: requests.Response, secret: str | None, token: str = ""
+    ) -> DataverseError:
         status = response.status_code
         try:
-            error = response.json().get("error", {})
+            error = _parse_json(response.content, what).get("error", {})
             code, message = str(error.get("code", "")), str(error.get("message", ""))
-        except (ValueError, AttributeError):
+        except (DataverseError, AttributeError):
             code, message = "", ""
         found = _ERROR_CODE.fullmatch(code)
         said = f" {found.group()}" if found else ""
@@ -326,7 +444,7 @@ class WebApi:
             "sign-in, and that its audience is this environment)",
             403: " (the identity lacks a privilege: see docs/operations.md, application user)",
         }.get(status, "")
-        detail = " ".join(message.split())[:300]
+        detail = _shown_detail(message, token)
         return DataverseError(
             f"{what} failed: HTTP {status}{said}{': ' + detail if detail else ''}{hint}", status
         )
@@ -339,22 +457,39 @@ class WebApi:
     def row(
         self, entity_set: str, row_id: str, select: Sequence[str], *, prefer: Sequence[str] = ()
     ) -> dict[str, Any] | None:
-        """One row by id, or None when Dataverse answers 404 (no such row); an empty
-        ``select`` asks for every column."""
+        """One row by id, or None when Dataverse says that row does not exist (404 with its
+        error code ``0x80040217``); an empty ``select`` asks for every column. Any other 404
+        (a wrong path in DATAVERSE_URL answers "Resource not found for the segment") is a
+        DataverseError: a configuration to fix, never a verdict."""
         path = f"{entity_set}({row_id})" + (f"?$select={','.join(select)}" if select else "")
         response = self.request("GET", path, prefer=prefer, allow=frozenset({404}))
         if response.status_code == 404:
-            return None
+            if _error_code(response) == DOES_NOT_EXIST:
+                return None
+            raise self._error(f"GET {entity_set}({row_id})", response, None, self._token_shown)
         return _json_object(response, path)
 
     def pages(
         self, path: str, *, page_size: int = 500, prefer: Sequence[str] = ()
     ) -> Iterator[list[dict[str, Any]]]:
-        """Each page of a collection, following ``@odata.nextLink`` exactly as given (the
-        server may page smaller than asked)."""
+        """Each page of a collection, following ``@odata.nextLink`` as given (the server may
+        page smaller than asked), on the environment's origin only, never the same link twice,
+        at most ``max_pages`` pages."""
         asked = [f"odata.maxpagesize={page_size}", *prefer]
         link: str | None = path
+        followed: set[str] = set()
         while link is not None:
+            if link in followed:
+                raise DataverseError(
+                    f"GET {path.split('?', 1)[0]}: the Web API gave a page link it gave before "
+                    "(a loop); stopped"
+                )
+            if len(followed) >= self.max_pages:
+                raise DataverseError(
+                    f"GET {path.split('?', 1)[0]}: more than {self.max_pages:,} pages "
+                    "(DATAVERSE_MAX_PAGES); stopped: narrow the window or raise the limit"
+                )
+            followed.add(link)
             answer = self.get(link, prefer=asked)
             rows = answer.get("value")
             if not isinstance(rows, list):
@@ -368,20 +503,68 @@ class WebApi:
         secret = str(body["saskey"]) if body is not None and "saskey" in body else None
         prefer = ("return=representation",) if method in {"POST", "PATCH"} else ()
         response = self.request(method, path, body=body, prefer=prefer, secret=secret)
-        return response.json() if response.content else None
+        return _parse_json(response.content, f"{method} {path}") if response.content else None
 
     def find(self, entity_set: str, odata_filter: str, select: str) -> list[dict[str, Any]]:
         query = f"{entity_set}?$select={select}&$filter={quote(odata_filter, safe=' =()')}"
         return list(self.get(query).get("value", []))
 
 
-def _json_object(response: requests.Response, path: str) -> dict[str, Any]:
+def _error_code(response: requests.Response) -> str:
+    """The ``error.code`` of an error answer, lower-case (``0x80040217``), or ''."""
     try:
-        answer = response.json()
-    except ValueError:
-        answer = None
+        error = _parse_json(response.content, "error").get("error", {})
+        code = str(error.get("code", "")) if isinstance(error, dict) else ""
+    except (DataverseError, AttributeError):
+        return ""
+    found = _ERROR_CODE.fullmatch(code.strip())
+    return found.group().lower() if found else ""
+
+
+def _shown_detail(message: str, token: str) -> str:
+    """An error answer's text as it may be shown: one line of at most 300 characters, with
+    the token in its usual encodings (plain, URL-, JSON-escaped, base64, hex) and every run of
+    over ``LONGEST_SHOWN_WORD`` non-blank characters (a real token, a JWT of a thousand
+    characters, is one in any encoding) replaced by ``[…]``."""
+    text = " ".join(message.split())
+    if token:
+        raw = token.encode()
+        for form in sorted(
+            {
+                token,
+                quote(token, safe=""),
+                json.dumps(token)[1:-1],
+                json.dumps(token)[1:-1].replace("/", "\\/"),
+                base64.b64encode(raw).decode().rstrip("="),
+                base64.urlsafe_b64encode(raw).decode().rstrip("="),
+                raw.hex(),
+                raw.hex().upper(),
+            },
+            key=len,
+            reverse=True,
+        ):
+            text = text.replace(form, "[…]")
+    return _LONG_WORD.sub("[…]", text)[:300]
+
+
+def _parse_json(content: bytes, what: str) -> Any:
+    """An answer's JSON, its nesting checked before it is parsed (no recursion limit to
+    hit); DataverseError when it is not JSON or nests deeper than ``MAX_ANSWER_DEPTH``."""
+    from shared.dataverse.json_format import nesting_depth
+
+    if nesting_depth(content, MAX_ANSWER_DEPTH) > MAX_ANSWER_DEPTH:
+        raise DataverseError(f"{what}: the answer nests deeper than {MAX_ANSWER_DEPTH} levels")
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        raise DataverseError(f"{what}: the answer is not JSON") from None
+
+
+def _json_object(response: requests.Response, path: str) -> dict[str, Any]:
+    what = f"GET {path.split('?', 1)[0]}"
+    answer = _parse_json(response.content, what)
     if not isinstance(answer, dict):
-        raise DataverseError(f"GET {path.split('?', 1)[0]}: the answer is not a JSON object")
+        raise DataverseError(f"{what}: the answer is not a JSON object")
     return answer
 
 
@@ -410,7 +593,17 @@ def build_web_api(
     budget: float = DEFAULT_BUDGET,
     on_wait: WaitCallback | None = None,
     stop: threading.Event | None = None,
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    max_pages: int = DEFAULT_MAX_PAGES,
 ) -> WebApi:
     """A client for the environment with the default token source."""
     base = environment_url(environment)
-    return WebApi(base, TokenSource(base), budget=budget, on_wait=on_wait, stop=stop)
+    return WebApi(
+        base,
+        TokenSource(base),
+        budget=budget,
+        on_wait=on_wait,
+        stop=stop,
+        max_answer_bytes=max_answer_bytes,
+        max_pages=max_pages,
+    )

@@ -104,14 +104,21 @@ def without_superseded(
     entries: list[AuditEntry], live_of_session: Callable[[str], Iterable[AuditEntry]]
 ) -> list[AuditEntry]:
     """``entries`` less each backfilled entry (``origin: backfill``) whose row version a live
-    entry of the same session records too (its OperationCreatedOn within 2 s of the version's
-    ``modifiedon``): one entry per version, the live one. ``live_of_session`` is asked only
-    for sessions with a backfilled entry here (rare), once each."""
+    entry of the same session, with its regarding known, records too (its OperationCreatedOn
+    within 2 s of the version's ``modifiedon``): one entry per version, the live one.
+    ``live_of_session`` is asked only for sessions with a backfilled entry here (rare), once
+    each."""
     backfilled = {e.processsession_id for e in entries if e.origin == "backfill"}
     if not backfilled:
         return entries
+    # a live entry that does not know its regarding (regarding_not_in_message) does not record
+    # the version as the backfilled one does, which read the regarding: both are shown
     live = {
-        session: [e.operation_created_on for e in live_of_session(session) if e.origin == "event"]
+        session: [
+            e.operation_created_on
+            for e in live_of_session(session)
+            if e.origin == "event" and e.reason != "regarding_not_in_message"
+        ]
         for session in sorted(backfilled)
     }
 

@@ -35,11 +35,19 @@ from shared.dataverse.sessions import SessionRow, read_session, sessions_modifie
 from shared.dataverse.webapi import DataverseError, WebApi
 from shared.events.entry import ENTRY_NAMESPACE, REDACTED, AuditEntry, iso_utc
 from shared.events.rules import judge_reference
+from shared.settings import Settings
 from shared.stores.base import AuditStore, all_pages
 from shared.trail.resolver import regarding_of
+from shared.verdicts import Reason, Verdict
 
 #: how much later than the newest entry a session's modifiedon may be and still be covered
 TOLERANCE = timedelta(seconds=2)
+#: an entry dated later than the read by more than this is not plausible (clocks differ by
+#: seconds; a forged message dated 2100 must not hide every later gap of its session)
+FUTURE_SKEW = timedelta(minutes=5)
+#: the dates Dataverse holds (DateTime columns): a window outside them is a usage error
+EARLIEST = datetime(1753, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 #: entries read around the window: an entry of a version in the window lies in it, give or take
 MARGIN = timedelta(minutes=1)
 NIL_GUID = "00000000-0000-0000-0000-000000000000"
@@ -66,12 +74,17 @@ class Reconciliation:
     missing: list[SessionRow] = field(default_factory=list)
     behind: list[SessionRow] = field(default_factory=list)
     only_in_trail: list[dict[str, Any]] = field(default_factory=list)
+    #: sessions Dataverse links to a bank account whose trail entries lack the regarding
+    #: (``rejected/regarding_not_in_message``): that account's timeline lacks them
+    unresolved: list[SessionRow] = field(default_factory=list)
+    #: entries dated after the read (plus ``FUTURE_SKEW``): they cover nothing, and are shown
+    implausible: list[dict[str, Any]] = field(default_factory=list)
     #: an organization id the trail holds (for backfilled entries), if any entry was read
     organization_id: str | None = None
 
     @property
     def gaps(self) -> list[SessionRow]:
-        return [*self.missing, *self.behind]
+        return [*self.missing, *self.behind, *self.unresolved]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +94,8 @@ class Reconciliation:
             "missing": [row.summary() for row in self.missing],
             "behind": [row.summary() for row in self.behind],
             "only_in_trail": self.only_in_trail,
+            "unresolved": [row.summary() for row in self.unresolved],
+            "implausible": self.implausible,
         }
 
 
@@ -94,15 +109,69 @@ def newest(entries: Iterable[AuditEntry]) -> dict[str, AuditEntry]:
     return found
 
 
-def newest_of_session(store: AuditStore, session_id: str) -> AuditEntry | None:
-    """The newest entry of one session over its whole trail."""
-    entries = all_pages(lambda token: store.by_session(session_id, limit=500, continuation=token))
-    return newest(entries).get(session_id)
+def newest_of_session(
+    store: AuditStore,
+    session_id: str,
+    not_after: datetime | None = None,
+    implausible: list[AuditEntry] | None = None,
+) -> AuditEntry | None:
+    """The newest entry of one session over its whole trail (none dated after
+    ``not_after``: an entry from the future records no version Dataverse holds; those are
+    added to ``implausible`` when given)."""
+    return _newest_pair(store, session_id, not_after, implausible)[0]
+
+
+def _newest_pair(
+    store: AuditStore,
+    session_id: str,
+    not_after: datetime | None = None,
+    implausible: list[AuditEntry] | None = None,
+) -> tuple[AuditEntry | None, AuditEntry | None]:
+    """The newest entry of one session, and its newest that knows the regarding."""
+    kept: list[AuditEntry] = []
+    for entry in all_pages(
+        lambda token: store.by_session(session_id, limit=500, continuation=token)
+    ):
+        if not_after is not None and entry.operation_created_on > not_after:
+            if implausible is not None:
+                implausible.append(entry)
+        else:
+            kept.append(entry)
+    known = [e for e in kept if knows_regarding(e)]
+    return newest(kept).get(session_id), newest(known).get(session_id)
 
 
 def covered(row: SessionRow, entry: AuditEntry | None) -> bool:
     """Whether ``entry`` records the row's current version (or a later one)."""
     return entry is not None and row.modified - entry.operation_created_on <= TOLERANCE
+
+
+def knows_regarding(entry: AuditEntry) -> bool:
+    """Whether an entry holds the session's regarding (not ``regarding_not_in_message``)."""
+    return entry.reason != Reason.REGARDING_NOT_IN_MESSAGE
+
+
+def check_window(since: datetime, until: datetime) -> None:
+    """ValueError (a usage error) for a window the Web API cannot take: Dataverse's dates run
+    from 1753-01-01 to 9999-12-31, and the window must not be empty."""
+    for name, moment in (("--since", since), ("--until", until)):
+        if not EARLIEST <= moment.astimezone(UTC) <= LATEST:
+            raise ValueError(
+                f"{name} {moment.isoformat()} is outside the dates Dataverse holds "
+                f"({EARLIEST.date()} to {LATEST.date()})"
+            )
+    if since >= until:
+        raise ValueError(f"--since {since.isoformat()} is not earlier than --until")
+
+
+def _summary(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "entry_id": entry.entry_id,
+        "processsession_id": entry.processsession_id,
+        "operation_created_on": iso_utc(entry.operation_created_on),
+        "regarding_logical_name": entry.regarding_logical_name,
+        "regarding_id": entry.regarding_id,
+    }
 
 
 def reconcile(
@@ -113,37 +182,59 @@ def reconcile(
     *,
     page_size: int = 500,
     on_page: Callable[[int], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Reconciliation:
     """Compare the sessions modified in ``[since, until)`` with the trail (module docstring).
     Work: one pass over the window's sessions and the window's entries, plus a read of the
     trail of each session with no entry near the window, and one GET per session that has
-    entries in the window but is not in the listing."""
+    entries in the window but is not in the listing. A session listed twice (modified while
+    the listing was paged) counts once, at its latest version; entries dated after the read
+    (plus ``FUTURE_SKEW``) cover nothing and are reported as ``implausible``."""
+    check_window(since, until)
     result = Reconciliation(since, until)
-    window = list(
-        all_pages(
-            lambda token: store.in_range(
-                since - MARGIN, until + MARGIN, limit=500, continuation=token
-            )
+    read_at = clock()
+    not_after = read_at + FUTURE_SKEW
+    window: list[AuditEntry] = []
+    for entry in all_pages(
+        lambda token: store.in_range(
+            max(since - MARGIN, EARLIEST),
+            min(until + MARGIN, LATEST),
+            limit=500,
+            continuation=token,
         )
-    )
+    ):
+        if entry.operation_created_on > not_after:
+            result.implausible.append(_summary(entry))
+        else:
+            window.append(entry)
     if window:
         result.organization_id = window[0].organization_id
     trail = newest(window)
-    listed: set[str] = set()
+    trail_known = newest(e for e in window if knows_regarding(e))
+    rows: dict[str, SessionRow] = {}
     for row in sessions_modified(api, since, until, page_size=page_size, on_page=on_page):
-        listed.add(row.processsession_id)
-        result.sessions += 1
-        held = trail.get(row.processsession_id)
+        held_row = rows.get(row.processsession_id)
+        if held_row is None or row.modified >= held_row.modified:
+            rows[row.processsession_id] = row
+    result.sessions = len(rows)
+    far: list[AuditEntry] = []
+    for row in rows.values():
+        held, known = trail.get(row.processsession_id), trail_known.get(row.processsession_id)
         if held is None:  # nothing near the window: an older entry makes it behind, not missing
-            held = newest_of_session(store, row.processsession_id)
+            held, known = _newest_pair(store, row.processsession_id, not_after, far)
             if held is None:
                 result.missing.append(row)
                 continue
         if not covered(row, held):
             result.behind.append(row)
+        elif not covered(row, known) and judge_reference(regarding_of(row)).verdict is (
+            Verdict.ACCEPTED
+        ):
+            result.unresolved.append(row)
+    result.implausible.extend(_summary(entry) for entry in far)
     in_window = newest(e for e in window if since <= e.operation_created_on < until)
     for session_id, entry in sorted(in_window.items()):
-        if session_id in listed:
+        if session_id in rows:
             continue
         if read_session(api, session_id) is None:
             result.only_in_trail.append(
@@ -273,7 +364,7 @@ def backfill(
     """Reconcile, then write one entry per missing or behind session (module docstring).
     Each row is read again just before, and skipped when it is gone or when the trail now
     covers its version (a live event arrived meanwhile)."""
-    found = reconcile(api, store, since, until, page_size=page_size, on_page=on_page)
+    found = reconcile(api, store, since, until, page_size=page_size, on_page=on_page, clock=clock)
     done = Backfill(found)
     if not found.gaps:
         return done
@@ -283,7 +374,8 @@ def backfill(
         if row is None:
             done.skipped.append((listed.processsession_id, "deleted since it was listed"))
             continue
-        if covered(row, newest_of_session(store, row.processsession_id)):
+        held = newest_of_session(store, row.processsession_id, clock() + FUTURE_SKEW)
+        if covered(row, held) and (held is None or knows_regarding(held)):
             done.skipped.append((row.processsession_id, "the trail holds this version now"))
             continue
         done.entries.append(backfill_entry(row, organization, clock(), redact))
@@ -294,17 +386,29 @@ def backfill(
 
 
 def reconcile_previous_day(
-    environment: str, store: AuditStore, now: datetime
+    settings: Settings, store: AuditStore, now: datetime
 ) -> tuple[Reconciliation, dict[str, int]]:
-    """Reconcile the UTC day before ``now`` (the timer's job); the result and its counts."""
+    """Reconcile the UTC day before ``now`` (the timer's job); the result and its counts.
+    The timer waits out service protection limits longer than a person at a terminal would
+    (``DATAVERSE_TIMER_BUDGET_SECONDS``)."""
     from shared.dataverse.webapi import build_web_api
 
+    if settings.dataverse_url is None:
+        raise ValueError("DATAVERSE_URL is not set")
+    api = build_web_api(
+        settings.dataverse_url,
+        budget=settings.dataverse_timer_budget_seconds,
+        max_answer_bytes=settings.dataverse_max_answer_bytes,
+        max_pages=settings.dataverse_max_pages,
+    )
     until = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    found = reconcile(build_web_api(environment), store, until - timedelta(days=1), until)
+    found = reconcile(api, store, until - timedelta(days=1), until)
     counts = {
         "sessions": found.sessions,
         "missing": len(found.missing),
         "behind": len(found.behind),
         "only_in_trail": len(found.only_in_trail),
+        "unresolved": len(found.unresolved),
+        "implausible": len(found.implausible),
     }
     return found, counts
