@@ -27,10 +27,17 @@ def seal_trail(timer: func.TimerRequest) -> None:
     if record is None:
         log.info("seal_trail: nothing due")
     else:
+        # the chain's head goes to Application Insights, which the store's writers cannot
+        # rewrite: `psaudit verify --expect-head` proves the trail still extends it
         log.info(
-            "seal_trail: sealed %d entries recorded from %s to %s",
+            "seal_trail: sealed %d entries recorded from %s to %s; head %s",
             record.count,
             record.start,
             record.end,
-            extra={"sealed_entries": record.count, "window_end": record.end},
+            record.head,
+            extra={
+                "sealed_entries": record.count,
+                "window_end": record.end,
+                "chain_head": record.head,
+            },
         )

@@ -5,6 +5,7 @@
     ├── StoreRejected            permanent: the store refuses one entry for good; dead-letter it
     ├── ConflictingDuplicates    the store already holds another version of these events
     │                            (in ``shared.stores.base``, beside the entries it carries)
+    ├── StoreMissing             a command asked to read a store that does not exist (exit 2)
     └── TransientError           retry: do not settle, the broker redelivers the message
         └── StoreUnavailable     the audit store could not durably write or read
 
@@ -36,6 +37,11 @@ class StoreRejected(ServiceError):
         super().__init__(f"entry {entry_id} rejected by the audit store: {description}")
         self.entry_id = entry_id
         self.description = description
+
+
+class StoreMissing(ServiceError):
+    """Raised when a command only asked to read (or seal) a store that does not exist: it is
+    never created for it."""
 
 
 class TransientError(ServiceError):

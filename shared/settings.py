@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     audit_sqlite_path: Path = Field(
         Path(".data/audit.sqlite3"), description="AUDIT_SQLITE_PATH: SQLite file of the trail"
     )
+    audit_seal_path: Path | None = Field(
+        None,
+        description="AUDIT_SEAL_PATH: the SQLite file of the window records, apart from the "
+        "trail (default: beside it, audit.seals.sqlite3 for audit.sqlite3)",
+    )
     audit_sqlite_busy_timeout: float = Field(
         30.0,
         gt=0,

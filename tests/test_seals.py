@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from shared.keys import KeyRing, TrailKeyError, key_id, parse_key
 from shared.pipeline import Pipeline
 from shared.stores.seals import seal_windows, verify_trail
-from shared.stores.sqlite import SqliteAuditStore, SqliteSealStore
+from shared.stores.sqlite import SqliteAuditStore, SqliteSealStore, default_seal_path
 from tests.entries import synthetic_message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +49,13 @@ def sealed_sqlite(tmp_path: Path) -> Iterator[SqliteAuditStore]:
     store.close()
 
 
-def _raw(store: SqliteAuditStore) -> sqlite3.Connection:
-    """The file as anyone holding it would open it: the append-only triggers dropped."""
-    db = sqlite3.connect(store.path, isolation_level=None)
+def _raw(store: SqliteAuditStore, sql: str | None = None) -> sqlite3.Connection:
+    """The file as anyone holding it would open it: the append-only triggers dropped. SQL on
+    the window records goes to their own file (``default_seal_path``)."""
+    path = store.path
+    if sql is not None and "audit_seals" in sql:
+        path = default_seal_path(store.path)
+    db = sqlite3.connect(path, isolation_level=None)
     for name in [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")]:
         db.execute(f"DROP TRIGGER {name}")
     return db
@@ -67,8 +71,9 @@ def test_the_store_refuses_updates_and_deletes(sealed_sqlite):
     db = sqlite3.connect(sealed_sqlite.path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM audit_entries")
+    seals = sqlite3.connect(default_seal_path(sealed_sqlite.path))
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("UPDATE audit_seals SET record = ''")
+        seals.execute("UPDATE audit_seals SET record = ''")
 
 
 @pytest.mark.parametrize(
@@ -100,7 +105,7 @@ def test_the_store_refuses_updates_and_deletes(sealed_sqlite):
     ],
 )
 def test_each_kind_of_tampering_is_named(sealed_sqlite, sql, kinds):
-    _raw(sealed_sqlite).execute(sql)
+    _raw(sealed_sqlite, sql).execute(sql)
     report = verify_trail(sealed_sqlite, SqliteSealStore(sealed_sqlite), RING, LATER)
     assert _kinds(report) == sorted(kinds)
 
@@ -108,9 +113,8 @@ def test_each_kind_of_tampering_is_named(sealed_sqlite, sql, kinds):
 def test_a_removed_latest_seal_leaves_an_overdue_unsealed_tail(sealed_sqlite):
     Pipeline(sealed_sqlite).handle([synthetic_message(n) for n in range(8, 10)])
     seal_windows(sealed_sqlite, SqliteSealStore(sealed_sqlite), RING, _now(), everything=True)
-    _raw(sealed_sqlite).execute(
-        "DELETE FROM audit_seals WHERE window_end = (SELECT max(window_end) FROM audit_seals)"
-    )
+    cut = "DELETE FROM audit_seals WHERE window_end = (SELECT max(window_end) FROM audit_seals)"
+    _raw(sealed_sqlite, cut).execute(cut)
     report = verify_trail(sealed_sqlite, SqliteSealStore(sealed_sqlite), RING, LATER)
     assert report.unsealed == 2
     assert _kinds(report) == ["unsealed"]

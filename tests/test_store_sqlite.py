@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreMissing, StoreUnavailable
 from shared.stores.sqlite import SqliteAuditStore
 from tests.entries import make_entry
 
@@ -101,7 +101,7 @@ def test_a_full_disk_reports_sqlites_own_error_and_loses_nothing(small_disk):
 
 def test_opening_for_reading_never_writes(tmp_path):
     missing = tmp_path / "typo" / "audit.sqlite3"
-    with pytest.raises(StoreUnavailable, match="no SQLite audit store at"):
+    with pytest.raises(StoreMissing, match="no SQLite audit store at"):
         SqliteAuditStore(missing, read_only=True)
     assert not missing.parent.exists()
     plain = tmp_path / "plain.sqlite3"

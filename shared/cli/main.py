@@ -20,7 +20,7 @@ from shared.cli.console import (
     iso_log_time,
 )
 from shared.dataverse.registration import RegistrationError
-from shared.errors import ServiceError
+from shared.errors import ServiceError, StoreMissing
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("shared.cli")
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {"audit_sqlite_path": args.db} if args.db else {}
         settings = load_settings(**overrides)
         return int(args.handler(args, settings))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StoreMissing) as exc:
         print(f"error: {escape_controls(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file the command could not read or write

@@ -164,7 +164,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "pages; anyone who reaches the port reads the trail",
             file=sys.stderr,
         )
-    store = build_store(settings, read_only=True)
+    store = build_store(settings, read_only=True, live=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

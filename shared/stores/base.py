@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from shared.errors import ServiceError
-from shared.events.entry import AuditEntry
+from shared.events.entry import AuditEntry, iso_utc
 from shared.keys import KeyRing
 from shared.stores.seals import StoredRow
 
@@ -90,34 +91,118 @@ def conflicting(entries: Sequence[AuditEntry], held: Iterable[AuditEntry]) -> di
     return conflicts
 
 
-def read_rows(
-    rows: Iterable[tuple[str, Callable[[], str], str | None]], ring: KeyRing | None = None
-) -> Page:
-    """Parse each stored row (its entry id, a way to get its JSON, the seal kept beside it);
-    a row that fails is reported by id and column, logged, and skipped. With a key ring, an
-    entry whose seal does not match is returned and reported (``tampered``), and logged."""
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    """A stored row as a store hands it to ``read_rows``: the entry id its key names, a way
+    to get its document, the seal kept beside it, what its keys and index columns claim of
+    the entry (checked against the sealed document), the digest it carries (Table), and, for
+    a view row, a way to read the entry's commit-point row instead."""
+
+    entry_id: str
+    document: Callable[[], str]
+    seal: str | None
+    claims: dict[str, str | None] = field(default_factory=dict)
+    digest: str | None = None
+    fallback: Callable[[], RawRow | None] | None = None
+
+
+#: ``Page.tampered`` kinds (the ``column`` of each mark): the document does not match its seal;
+#: a key or index column says other than the sealed document; a view row disagreed with its
+#: entry, which is shown instead
+SEAL, KEY, VIEW = "seal", "key", "view"
+
+
+def _claimed(entry: AuditEntry, column: str) -> str | None:
+    if column == "operation_created_on":
+        return iso_utc(entry.operation_created_on)
+    if column == "recorded_at":
+        return iso_utc(entry.recorded_at)
+    value = getattr(entry, column)
+    return str(value) if value is not None else None
+
+
+def disagreement(raw: RawRow, text: str, entry: AuditEntry) -> str | None:
+    """What the row's keys, index columns or digest say against its document, if anything."""
+    if entry.entry_id != raw.entry_id:
+        return f"the row is keyed to entry {raw.entry_id}, its document is entry {entry.entry_id}"
+    if raw.digest is not None and hashlib.sha256(text.encode()).hexdigest() != raw.digest:
+        return "the row's digest does not match its document"
+    for column, value in raw.claims.items():
+        if column == "row_key":
+            return f"the row's key {value!r} is not one this store makes"
+        stated = _claimed(entry, column)
+        if (value or None) != stated:
+            return f"the row's {column} is {value!r}, the sealed entry's is {stated!r}"
+    return None
+
+
+def read_rows(rows: Iterable[RawRow], ring: KeyRing | None = None) -> Page:
+    """Parse each stored row and prove it before anyone sees it: its keys and index columns
+    against its document, and, with a key ring, the document against its seal. A row that
+    cannot be read is reported by id and column (``unreadable``), logged, and skipped; an
+    entry whose seal or keys disagree is returned and marked (``tampered``); a view row that
+    disagrees with its entry is never shown as the entry: the entry's commit-point row is
+    read instead and shown, marked."""
     entries: list[AuditEntry] = []
     unreadable: list[Unreadable] = []
     tampered: list[Unreadable] = []
-    for entry_id, document, seal in rows:
+    shown: set[str] = set()
+    for raw in rows:
+        row, note, column = raw, None, "entry"
         try:
-            text = document()
-            entry = AuditEntry.model_validate_json(text)
-            entries.append(entry.model_copy(update={"seal": seal}) if seal else entry)
-            wrong = ring.check_document(text, seal) if ring is not None else None
-            if wrong is not None:
-                tampered.append(Unreadable(entry_id, "seal", wrong[1]))
-                log.error("audit entry %s does not match its seal: %s", entry_id, wrong[1])
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            column = ".".join(str(part) for part in error["loc"]) or "entry"
-            unreadable.append(Unreadable(entry_id, column, error["msg"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            unreadable.append(Unreadable(entry_id, "entry", f"{type(exc).__name__}: {exc}"))
-        else:
+            text = raw.document()
+            parsed = AuditEntry.model_validate_json(text)
+            entry: AuditEntry | None = parsed
+            problem = disagreement(raw, text, parsed)
+        except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            entry, text = None, ""
+            column, problem = _why_unreadable(exc)
+        if problem is not None and raw.fallback is not None:
+            try:
+                commit = raw.fallback()
+            except (ValueError, KeyError, TypeError) as exc:
+                commit, problem = None, f"{problem}; its entry row: {_why_unreadable(exc)[1]}"
+            if commit is None:
+                gone = f"{problem}; and entry {raw.entry_id} has no readable entry row"
+                unreadable.append(Unreadable(raw.entry_id, VIEW, gone))
+                log.error("audit store row %s cannot be read: %s", raw.entry_id, unreadable[-1])
+                continue
+            row, note = commit, f"a view row disagrees with its entry ({problem}): shown from "
+            note += "the entry row, the commit point"
+            try:
+                text = row.document()
+                parsed = AuditEntry.model_validate_json(text)
+                entry, problem = parsed, disagreement(row, text, parsed)
+            except (ValidationError, ValueError, KeyError, TypeError) as exc:
+                entry = None
+                column, problem = _why_unreadable(exc)
+        if entry is None:
+            unreadable.append(Unreadable(row.entry_id, column, problem or ""))
+            log.error("audit store row %s cannot be read: %s", row.entry_id, unreadable[-1])
             continue
-        log.error("audit store row %s cannot be read: %s", entry_id, unreadable[-1])
+        if entry.entry_id in shown:  # one entry, twice on a page (a copied view): once
+            continue
+        shown.add(entry.entry_id)
+        entries.append(entry.model_copy(update={"seal": row.seal}) if row.seal else entry)
+        if note is not None:
+            tampered.append(Unreadable(entry.entry_id, VIEW, note))
+            log.error("audit entry %s: %s", entry.entry_id, note)
+        if problem is not None:
+            tampered.append(Unreadable(entry.entry_id, KEY, problem))
+            log.error("audit entry %s: %s", entry.entry_id, problem)
+        wrong = ring.check_document(text, row.seal) if ring is not None else None
+        if wrong is not None:
+            tampered.append(Unreadable(entry.entry_id, SEAL, wrong[1]))
+            log.error("audit entry %s does not match its seal: %s", entry.entry_id, wrong[1])
     return Page(entries, None, unreadable, tampered)
+
+
+def _why_unreadable(exc: Exception) -> tuple[str, str]:
+    """The column a row failed on, and why."""
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return ".".join(str(part) for part in error["loc"]) or "entry", str(error["msg"])
+    return "entry", f"{type(exc).__name__}: {exc}"[:300]
 
 
 class AuditStore(Protocol):

@@ -52,6 +52,11 @@ class BlobSealStore:
     def _unavailable(self, action: str, exc: AzureError) -> StoreUnavailable:
         status = getattr(exc, "status_code", None)
         detail = f"HTTP {status}" if status else type(exc).__name__
+        if status == 403:  # a missing or not yet applied role: retried, and named
+            detail += (
+                " (the identity lacks Storage Blob Data Contributor on the seal container, or "
+                "Storage Blob Data Reader to verify; a new role assignment takes a few minutes)"
+            )
         return StoreUnavailable(f"seal store ({self.where}): {action} failed: {detail}")
 
     def records(self) -> list[SealRecord]:

@@ -64,15 +64,32 @@ class SealRecord:
     sealed_at: str
     mac: str = ""
     version: int = 1
+    #: entries of the window written without a key (no entry seal), sealed by this record on
+    #: ``seal --adopt``: covered from ``sealed_at`` on, not from when they were written.
+    #: Left out of the JSON (and the MAC) when 0, so records before it verify as they were.
+    adopted: int = 0
 
     def fields(self) -> dict[str, Any]:
         """What the MAC covers: everything but the MAC."""
-        data = asdict(self)
+        data = self._data()
         del data["mac"]
         return data
 
+    def _data(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not data["adopted"]:
+            del data["adopted"]
+        return data
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self._data(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def head(self) -> str:
+        """The chain's head when this record is the last: its window's end and the start of
+        its MAC (``2026-12-01T10:00:00.000Z~3fa2c1d4e5f60718``). Whoever keeps it where the
+        store's writers cannot reach can later prove the trail still extends it."""
+        return f"{self.end}~{self.mac[:16]}"
 
     @classmethod
     def from_json(cls, text: str) -> SealRecord:
@@ -81,7 +98,7 @@ class SealRecord:
         if not isinstance(data, dict):
             raise ValueError("a window record is a JSON object")
         record = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        for name, kind in (("count", int), ("version", int)):
+        for name, kind in (("count", int), ("version", int), ("adopted", int)):
             if not isinstance(getattr(record, name), kind):
                 raise ValueError(f"a window record's {name} is a number")
         for name in ("start", "end", "digest", "previous", "key_id", "sealed_at", "mac"):
@@ -160,10 +177,14 @@ def seal_windows(
     *,
     grace: timedelta = DEFAULT_GRACE,
     everything: bool = False,
+    adopt: bool = False,
 ) -> SealRecord | None:
     """Seal what closed since the last record (with ``everything``, what is recorded up to
     ``now``, without waiting: before an audit, and in tests). Returns the new record, or None
-    when nothing is due. One record covers the windows since the last one."""
+    when nothing is due. One record covers the windows since the last one.
+
+    Entries written without a key (no entry seal) are never sealed silently: Unadopted is
+    raised unless ``adopt``, and then the record says how many it adopted."""
     records = seals.records()
     previous = records[-1] if records else None
     end = now.astimezone(UTC) if everything else _floor_hour(now - grace)
@@ -179,10 +200,13 @@ def seal_windows(
         start = _floor_hour(first)
     if end <= start:
         return None
-    count, digest = 0, 0
+    count, digest, unsealed = 0, 0, 0
     for row in trail.scan(start, end):
         count += 1
         digest = (digest + _term(row)) % _MODULUS
+        unsealed += not row.seal
+    if unsealed and not adopt:
+        raise Unadopted(unsealed)
     record = SealRecord(
         start=iso_utc(start),
         end=iso_utc(end),
@@ -191,9 +215,40 @@ def seal_windows(
         previous=previous.mac if previous else "",
         key_id=ring.current_id,
         sealed_at=iso_utc(datetime.now(UTC)),
+        adopted=unsealed,
     )
     record = SealRecord(**{**asdict(record), "mac": ring.record_mac(record.fields()) or ""})
     return record if seals.add(record) else None
+
+
+class Unadopted(ValueError):
+    """Raised when a window to seal holds entries written without a key (``seal --adopt``)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(
+            f"{count} entries were written without a trail key and carry no seal: nothing was "
+            "sealed. `psaudit seal --adopt` seals them, recording that they were adopted (and "
+            "when); verify then reports them as adopted, not as sealed when written"
+        )
+        self.count = count
+
+
+def parse_head(text: str) -> tuple[str, str]:
+    """A head as ``SealRecord.head`` prints it: (window end, MAC prefix); ValueError else."""
+    end, sep, mac = text.strip().partition("~")
+    if not sep or not end or len(mac) < 8 or any(c not in "0123456789abcdef" for c in mac):
+        raise ValueError(
+            f"{text!r} is not a chain head: give it as seal or verify print it, "
+            "e.g. 2026-12-01T10:00:00.000Z~3fa2c1d4e5f60718"
+        )
+    return end, mac
+
+
+def extends(records: list[SealRecord], head: str) -> bool:
+    """Whether the chain of records still holds the record that ``head`` names (the trail
+    extends that head: nothing after it was cut, no older copy restored)."""
+    end, mac = parse_head(head)
+    return any(r.end == end and r.mac.startswith(mac) for r in records)
 
 
 @dataclass
@@ -222,6 +277,12 @@ class Report:
     entries: int = 0
     windows: int = 0
     unsealed: int = 0
+    #: entries written without a key that a window record adopted (``seal --adopt``)
+    adopted: int = 0
+    #: the last window record's head (``SealRecord.head``), None before the first seal
+    head: str | None = None
+    #: warnings that are not problems of the trail (e.g. the seal container's policy)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -229,11 +290,15 @@ class Report:
             "entries": self.entries,
             "windows": self.windows,
             "unsealed": self.unsealed,
+            "adopted": self.adopted,
+            "head": self.head,
+            "warnings": self.warnings,
         }
 
 
-def _check_row(row: StoredRow, ring: KeyRing) -> Iterator[Problem]:
-    """An entry's own problems: unreadable, moved to another id, altered, unsealed."""
+def _check_row(row: StoredRow, ring: KeyRing, adopted: bool = False) -> Iterator[Problem]:
+    """An entry's own problems: unreadable, moved to another id, altered, unsealed (an entry
+    without a seal in a window that adopted it is no problem: the window record seals it)."""
     try:
         entry = AuditEntry.model_validate_json(row.document)
     except (ValidationError, ValueError) as exc:
@@ -246,7 +311,7 @@ def _check_row(row: StoredRow, ring: KeyRing) -> Iterator[Problem]:
             row.row_id,
         )
     wrong = ring.check_document(row.document, row.seal)
-    if wrong is not None:
+    if wrong is not None and not (adopted and not row.seal):
         yield Problem(wrong[0], wrong[1], row.row_id)
     stated = entry.to_json_dict()
     for column, value in row.columns.items():
@@ -273,12 +338,14 @@ def verify_trail(
     window record; report each problem. ``since``/``until`` limit it to the windows and
     entries of that range of ``recorded_at``."""
     report = Report()
+    everything = seals.records()
+    report.head = everything[-1].head if everything else None
     records = [
         r
-        for r in seals.records()
+        for r in everything
         if (since is None or r.end > iso_utc(since)) and (until is None or r.start < iso_utc(until))
     ]
-    report.problems += _check_chain(seals.records(), ring)
+    report.problems += _check_chain(everything, ring)
     scan_start, scan_end = since, until
     if records:  # whole windows, so that a window's count is never cut by the range
         first = datetime.fromisoformat(records[0].start.replace("Z", "+00:00"))
@@ -294,11 +361,14 @@ def verify_trail(
     late: dict[str, int] = {}
     for row in trail.scan(scan_start, scan_end):
         report.entries += 1
-        report.problems += _check_row(row, ring)
         when = _recorded_at(row)
         stamp = iso_utc(when) if when else ""
         index = bisect.bisect_right(starts, stamp) - 1
-        if index >= 0 and stamp < records[index].end:
+        sealed = index >= 0 and stamp < records[index].end
+        adopted = sealed and records[index].adopted > 0 and not row.seal
+        report.adopted += adopted
+        report.problems += _check_row(row, ring, adopted)
+        if sealed:
             counts[index] += 1
             digests[index] = (digests[index] + _term(row)) % _MODULUS
         elif (sealed_end is not None and stamp >= sealed_end) or first_start is None:

@@ -16,13 +16,14 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreMissing, StoreUnavailable
 from shared.events.entry import AuditEntry, iso_utc
 from shared.keys import KeyRing
 from shared.stores.base import (
     DEFAULT_PAGE_CHARS,
     ConflictingDuplicates,
     Page,
+    RawRow,
     ViewProblem,
     conflicting,
     decode_continuation,
@@ -49,10 +50,17 @@ CREATE INDEX IF NOT EXISTS audit_by_regarding
 CREATE INDEX IF NOT EXISTS audit_by_session
     ON audit_entries (processsession_id, operation_created_on, entry_id);
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entries (operation_created_on, entry_id);
+"""
+#: The window records, in a file of their own beside the trail (``SqliteSealStore``).
+_SEAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_seals (
     window_end TEXT PRIMARY KEY,
     record     TEXT NOT NULL
 );
+CREATE TRIGGER IF NOT EXISTS audit_seals_append_only_update BEFORE UPDATE ON audit_seals
+BEGIN SELECT RAISE(ABORT, 'window seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_seals_append_only_delete BEFORE DELETE ON audit_seals
+BEGIN SELECT RAISE(ABORT, 'window seals are append-only'); END;
 """
 # Added after the first release: created on open, after a migration of older files.
 _LATER_SCHEMA = """
@@ -61,12 +69,13 @@ CREATE TRIGGER IF NOT EXISTS audit_entries_append_only_update BEFORE UPDATE ON a
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_entries_append_only_delete BEFORE DELETE ON audit_entries
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_seals_append_only_update BEFORE UPDATE ON audit_seals
-BEGIN SELECT RAISE(ABORT, 'window seals are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_seals_append_only_delete BEFORE DELETE ON audit_seals
-BEGIN SELECT RAISE(ABORT, 'window seals are append-only'); END;
 """
 _ORDER = " ORDER BY operation_created_on, entry_id"
+#: a recorded_at as this store writes it (``iso_utc``); any other value is a hand-made row
+_A_TIME = (
+    "typeof(recorded_at) = 'text' AND recorded_at GLOB "
+    "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*Z'"
+)
 
 
 def row_of(entry: AuditEntry, ring: KeyRing | None = None) -> tuple[str | None, ...]:
@@ -106,6 +115,19 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def _raw(row: tuple[str, str, str, str | None, str | None, str, str]) -> RawRow:
+    """A selected row, with what its index columns claim of the entry (a hand-edited
+    ``regarding_id`` would move an entry to another account's timeline: it is marked)."""
+    when, entry_id, document, seal, regarding, session, recorded = row
+    claims: dict[str, str | None] = {
+        "regarding_id": regarding,
+        "processsession_id": session,
+        "operation_created_on": when,
+        "recorded_at": recorded,
+    }
+    return RawRow(str(entry_id), partial(str, document), seal, claims)
+
+
 class SqliteAuditStore:
     """AuditStore on one SQLite file (thread-safe: one connection behind a lock)."""
 
@@ -116,17 +138,19 @@ class SqliteAuditStore:
         read_only: bool = False,
         ring: KeyRing | None = None,
         page_chars: int = DEFAULT_PAGE_CHARS,
+        live: bool = False,
     ) -> None:
         """Open (and create, with its folder and schema) the store; ``read_only`` opens an
         existing file for reading and never writes: no folder, no schema, no WAL switch, and
-        it works on a read-only copy."""
+        it works on a read-only copy. ``live`` (``serve``, a long-lived reader) reads through
+        SQLite's locking, so that it sees what writers commit after it opened."""
         self.path = Path(path)
         self.ring = ring
         self.page_chars = page_chars
         self._lock = threading.Lock()
         try:
             if read_only:
-                self._db = self._open_read_only(busy_timeout)
+                self._db = self._open_read_only(busy_timeout, live)
                 return
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,15 +169,15 @@ class SqliteAuditStore:
                 f"cannot open SQLite audit store {self.path}: {exc}{_fix(exc, self.path)}"
             ) from exc
 
-    def _open_read_only(self, busy_timeout: float) -> sqlite3.Connection:
+    def _open_read_only(self, busy_timeout: float, live: bool = False) -> sqlite3.Connection:
         if not self.path.is_file():
-            raise StoreUnavailable(
+            raise StoreMissing(
                 f"no SQLite audit store at {self.path}: check AUDIT_SQLITE_PATH (or --db); "
                 "`run` or the worker create it"
             )
         uri = self.path.resolve().as_uri()
         wal = self.path.with_name(self.path.name + "-wal")
-        if not wal.exists():
+        if not wal.exists() and not live:
             # no write-ahead log: no writer has the file open, so it is read as an immutable
             # snapshot, which creates no -wal/-shm files beside it (and works on read-only media)
             return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
@@ -210,7 +234,7 @@ class SqliteAuditStore:
                 chunk,
             ).fetchall()
         return read_rows(
-            (entry_id, partial(str, entry), seal) for entry_id, entry, seal in rows
+            RawRow(entry_id, partial(str, entry), seal) for entry_id, entry, seal in rows
         ).entries
 
     def _select(
@@ -226,24 +250,29 @@ class SqliteAuditStore:
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         # the clauses are fixed text from this module; every value is a bound parameter
         sql = (
-            f"SELECT operation_created_on, entry_id, entry, seal FROM audit_entries {where}{_ORDER}"  # noqa: S608
+            "SELECT operation_created_on, entry_id, entry, seal, regarding_id, "  # noqa: S608
+            f"processsession_id, recorded_at FROM audit_entries {where}{_ORDER}"
         )
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit + 1)  # one more tells whether another page exists
-        rows: list[tuple[str, str, str, str | None]] = []
+        rows: list[tuple[str, str, str, str | None, str | None, str, str]] = []
         more, size = False, 0
         with self._guard("read") as db:
-            for row in db.execute(sql, params):  # stepped row by row: the budget bounds memory
-                if limit is not None and (
-                    len(rows) == limit or (rows and size + len(row[2]) > self.page_chars)
-                ):
-                    more = True
-                    break
-                rows.append(row)
-                size += len(row[2])
+            db.text_factory = _lenient_text  # a hand-edited byte is reported, not fatal
+            try:
+                for row in db.execute(sql, params):  # stepped row by row: memory bounded
+                    if limit is not None and (
+                        len(rows) == limit or (rows and size + len(str(row[2])) > self.page_chars)
+                    ):
+                        more = True
+                        break
+                    rows.append(row)
+                    size += len(str(row[2]))
+            finally:
+                db.text_factory = str
         token = encode_continuation([rows[-1][0], rows[-1][1]]) if more else None
-        page = read_rows(((row[1], partial(str, row[2]), row[3]) for row in rows), self.ring)
+        page = read_rows((_raw(row) for row in rows), self.ring)
         return Page(page.entries, token, page.unreadable, page.tampered)
 
     def by_regarding(
@@ -289,14 +318,18 @@ class SqliteAuditStore:
     ) -> Iterator[StoredRow]:
         """Every stored entry with ``start <= recorded_at < end``, a page at a time (memory
         flat), for sealing and verifying."""
-        clauses, params = ["recorded_at > ?"], [""]
+        # every row whatever its recorded_at holds (empty, a number, text that is no time):
+        # such a row belongs to no window, and verify reports it, so a ranged scan keeps it too
+        clauses: list[str] = []
+        params: list[object] = []
         if start is not None:
-            params[0] = iso_utc(start)
-            clauses[0] = "recorded_at >= ?"
+            clauses.append("recorded_at >= ?")
+            params.append(iso_utc(start))
         if end is not None:
             clauses.append("recorded_at < ?")
             params.append(iso_utc(end))
-        where = " AND ".join(clauses)
+        in_range = " AND ".join(clauses) or "1"
+        where = f"(({in_range}) OR NOT ({_A_TIME}))" if clauses else "1"
         last = ""
         while True:
             with self._guard("scan") as db:
@@ -337,22 +370,99 @@ class SqliteAuditStore:
             self._db.close()
 
 
-class SqliteSealStore:
-    """Window seals in the ``audit_seals`` table of the trail's own SQLite file (append-only
-    by trigger; anyone who can write the file can drop that, which ``verify`` then sees)."""
+def default_seal_path(trail: Path) -> Path:
+    """Where a SQLite trail's window records live by default: a file of their own beside it
+    (``audit.sqlite3`` -> ``audit.seals.sqlite3``), never inside it."""
+    return trail.with_name(f"{trail.stem}.seals{trail.suffix or '.sqlite3'}")
 
-    def __init__(self, store: SqliteAuditStore) -> None:
-        self.store = store
+
+class SqliteSealStore:
+    """Window seals in a SQLite file of their own (``AUDIT_SEAL_PATH``, by default beside the
+    trail), append-only by trigger. Apart from the entries: removing the newest entries and
+    their window record takes two files, and the chain's head (``verify --expect-head``),
+    kept by someone the store's writers cannot reach, shows any cut.
+
+    Records that older versions kept inside the trail file (its ``audit_seals`` table) are
+    copied over the first time the file is opened for writing, and read from there while it
+    does not exist yet."""
+
+    def __init__(
+        self,
+        location: Path | str | SqliteAuditStore,
+        *,
+        read_only: bool = False,
+        trail: SqliteAuditStore | None = None,
+    ) -> None:
+        if isinstance(location, SqliteAuditStore):
+            trail, location = location, default_seal_path(location.path)
+        self.path = Path(location)
+        self.trail = trail
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        try:
+            if read_only:
+                if self.path.is_file():
+                    uri = self.path.resolve().as_uri()
+                    self._db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SEAL_SCHEMA)
+            legacy = self._legacy()
+            if legacy and not self._rows():
+                self._db.executemany("INSERT OR IGNORE INTO audit_seals VALUES (?, ?)", legacy)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(
+                f"cannot open the window seals {self.path}: {exc}{_fix(exc, self.path)}"
+            ) from exc
+
+    def _legacy(self) -> list[tuple[str, str]]:
+        """Records an older version kept in the trail file itself."""
+        if self.trail is None:
+            return []
+        with self.trail._guard("read old seals") as db:
+            found = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_seals'"
+            ).fetchone()
+            if found is None:
+                return []
+            rows = db.execute("SELECT window_end, record FROM audit_seals ORDER BY window_end")
+            return [(str(end), str(record)) for end, record in rows.fetchall()]
+
+    def _rows(self) -> list[tuple[str, str]]:
+        if self._db is None:
+            return self._legacy()
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT window_end, record FROM audit_seals ORDER BY window_end"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"window seals {self.path}: read failed: {exc}") from exc
+        return [(str(end), str(record)) for end, record in rows]
 
     def records(self) -> list[SealRecord]:
-        with self.store._guard("read seals") as db:
-            rows = db.execute("SELECT window_end, record FROM audit_seals ORDER BY window_end")
-            return parse_records((str(end), str(record)) for end, record in rows.fetchall())
+        return parse_records(self._rows())
 
     def add(self, record: SealRecord) -> bool:
-        with self.store._guard("write seal") as db:
-            before = db.total_changes
-            db.execute(
-                "INSERT OR IGNORE INTO audit_seals VALUES (?, ?)", (record.end, record.to_json())
-            )
-            return db.total_changes > before
+        if self._db is None:
+            raise StoreUnavailable(f"window seals {self.path}: opened read-only")
+        with self._lock:
+            try:
+                before = self._db.total_changes
+                self._db.execute(
+                    "INSERT OR IGNORE INTO audit_seals VALUES (?, ?)",
+                    (record.end, record.to_json()),
+                )
+                return self._db.total_changes > before
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"window seals {self.path}: write failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()

@@ -76,6 +76,7 @@ from shared.stores.base import (
     DEFAULT_PAGE_CHARS,
     ConflictingDuplicates,
     Page,
+    RawRow,
     ViewProblem,
     conflicting,
     decode_continuation,
@@ -102,7 +103,14 @@ WRITE_CONCURRENCY = 8
 #: Seconds to open a connection; the read timeout is AUDIT_TABLE_READ_TIMEOUT.
 CONNECTION_TIMEOUT = 5.0
 # 404: the table is gone (deleted, or a fresh emulator); it is recreated and the write retried.
-_TRANSIENT_STATUS = {404, 408, 429}
+# 403: the identity's role is missing, or not yet there (a role assignment takes minutes to
+# reach the data plane after a deployment): waited out like an outage, never a rejection.
+_TRANSIENT_STATUS = {403, 404, 408, 429}
+#: What a 403 from Table or Blob Storage means, in the log line
+ROLE_HINT = (
+    " (the identity lacks a data role: {role}; a new role assignment takes a few minutes to "
+    "apply, so this is retried)"
+)
 
 #: Azure Table Storage's DateTime range starts here; an earlier value is stored by Azurite but
 #: then breaks every read of its partitions.
@@ -116,7 +124,9 @@ def _unavailable(action: str, exc: Exception, endpoint: str = "") -> StoreUnavai
     """A transient store error that says what failed, where, and what to check; never a
     secret (the endpoint is the account URL, which holds no key)."""
     status = getattr(exc, "status_code", None)
-    if isinstance(exc, ClientAuthenticationError):
+    if status == 403:
+        hint = ROLE_HINT.format(role="Storage Table Data Contributor on the account")
+    elif isinstance(exc, ClientAuthenticationError):
         hint = " (check the credential and the Storage Table Data Contributor role)"
     elif status is None:
         hint = " (no answer in time: check that the endpoint is right and reachable from here)"
@@ -496,37 +506,78 @@ class TableAuditStore:
         entry = AuditEntry.model_validate_json(document)
         return stored_form(entry, document, seal=str(row.get("seal") or "") or None)
 
-    def _document(self, row: Any) -> str:
-        """The JSON document a row carries or points at."""
+    def _document(self, row: Any, follow: bool = True) -> str:
+        """The JSON document a row carries or points at. Only a view row points (at its entry
+        row, once): an entry row without a document, or a pointer to no entry row, is a
+        ValueError (a tampered row), never a loop."""
         if "doc" in row:
             return str(row["doc"])
         if "docz" in row:
             return _inflate(_packed(row))
-        entry_id = str(row["entry_id"])
+        entry_id = str(row.get("entry_id") or "")
         pk, _ = entry_key(entry_id)
-        if "doc_parts" not in row:  # a view that points at its entry row
-            return self._document(self._table.get_entity(pk, f"e|{entry_id}"))
-        parts = self._table.query_entities(
-            "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
-            parameters={"pk": pk, "first": f"x|{entry_id}|", "after": f"x|{entry_id}}}"},
+        if "doc_parts" in row:
+            parts = self._table.query_entities(
+                "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
+                parameters={"pk": pk, "first": f"x|{entry_id}|", "after": f"x|{entry_id}}}"},
+            )
+            chunks = sorted((p["RowKey"], _packed(p)) for p in parts)
+            if len(chunks) != int(row["doc_parts"]):
+                raise ValueError(f"{len(chunks)} of {row['doc_parts']} entry parts found")
+            return _inflate(b"".join(chunk for _, chunk in chunks))
+        if str(row.get("RowKey", "")).startswith("e|") or not follow:
+            raise ValueError("the row carries no document")
+        try:
+            target = self._table.get_entity(pk, f"e|{entry_id}")
+        except ResourceNotFoundError:
+            raise ValueError(
+                f"the view points at entry {entry_id}, which has no entry row"
+            ) from None
+        return self._document(target, follow=False)
+
+    def _raw(self, row: Any) -> RawRow:
+        """A row with what its keys claim of the entry; a view row can fall back to its
+        entry's commit-point row (``read_rows``)."""
+        partition, key = str(row.get("PartitionKey", "")), str(row.get("RowKey", ""))
+        digest = row.get("digest")
+        seal = str(row.get("seal") or "") or None
+        document = partial(self._document, row)
+        if key.startswith("e|"):
+            claims: dict[str, str | None] = {
+                "regarding_id": str(row.get("regarding_id") or "") or None,
+                "processsession_id": str(row.get("processsession_id") or ""),
+                "operation_created_on": _stamp(row.get("operation_created_on")),
+                "recorded_at": _stamp(row.get("recorded_at")),
+            }
+            return RawRow(key[2:], document, seal, claims, str(digest or ""))
+        parts = key.split("|")
+        if partition == TRAIL and len(parts) == 4 and parts[0] in ("r", "s"):
+            column = "regarding_id" if parts[0] == "r" else "processsession_id"
+            value: str | None = None if parts[0] == "r" and parts[1] == "none" else parts[1]
+            claims = {column: value, "operation_created_on": parts[2]}
+            entry_id = parts[3]
+        elif partition.startswith("d|") and len(parts) == 2:
+            claims, entry_id = {"operation_created_on": parts[0]}, parts[1]
+        else:  # not a key this store makes: its entry row, if any, is the truth
+            claims, entry_id = {"row_key": key}, str(row.get("entry_id") or key)
+        return RawRow(
+            entry_id,
+            document,
+            seal,
+            claims,
+            str(digest or ""),
+            fallback=partial(self._commit_point, entry_id),
         )
-        chunks = sorted((p["RowKey"], _packed(p)) for p in parts)
-        if len(chunks) != int(row["doc_parts"]):
-            raise ValueError(f"{len(chunks)} of {row['doc_parts']} entry parts found")
-        return _inflate(b"".join(chunk for _, chunk in chunks))
+
+    def _commit_point(self, entry_id: str) -> RawRow | None:
+        """The entry's commit-point row, or None when there is none."""
+        try:
+            return self._raw(self._table.get_entity(*entry_key(entry_id)))
+        except ResourceNotFoundError:
+            return None
 
     def _read(self, rows: Iterable[Any], continuation: str | None = None) -> Page:
-        page = read_rows(
-            (
-                (
-                    str(r.get("entry_id") or r.get("RowKey")),
-                    partial(self._document, r),
-                    r.get("seal"),
-                )
-                for r in rows
-            ),
-            self.ring,
-        )
+        page = read_rows((self._raw(r) for r in rows), self.ring)
         return Page(page.entries, continuation, page.unreadable, page.tampered)
 
     def _query(
@@ -677,15 +728,18 @@ class TableAuditStore:
         fields += ["regarding_id", "processsession_id"]
         expected: dict[tuple[str, str], tuple[str, str]] = {}  # view key -> (entry_id, digest)
         for row in self._entry_rows(fields):
-            when = row["operation_created_on"]
-            probe = _KeyProbe(
-                str(row["entry_id"]),
-                str(row["regarding_id"]) or None,
-                str(row["processsession_id"]),
-                when if isinstance(when, datetime) else datetime.fromisoformat(str(when)),
-            )
+            when = row.get("operation_created_on")
+            try:
+                probe = _KeyProbe(
+                    str(row["RowKey"])[2:],
+                    str(row.get("regarding_id") or "") or None,
+                    str(row.get("processsession_id") or ""),
+                    when if isinstance(when, datetime) else datetime.fromisoformat(str(when)),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue  # an entry row that cannot say its keys: verify reports it
             for key in view_keys(probe):
-                expected[key] = (probe.entry_id, str(row["digest"]))
+                expected[key] = (probe.entry_id, str(row.get("digest")))
         problems: list[ViewProblem] = []
         views = [
             f"PartitionKey eq '{TRAIL}' and "
@@ -694,15 +748,13 @@ class TableAuditStore:
         ]
         seen: set[tuple[str, str]] = set()
         for query in views:
-            for row in self._table.query_entities(
-                query, select=["PartitionKey", "RowKey", "entry_id", "digest"]
-            ):
+            for row in self._table.query_entities(query):  # whole rows: their documents too
                 key = (str(row["PartitionKey"]), str(row["RowKey"]))
                 seen.add(key)
                 want = expected.get(key)
                 if want is None:
                     problems.append(ViewProblem("orphan", str(row.get("entry_id")), *key))
-                elif str(row.get("digest")) != want[1]:
+                elif str(row.get("digest")) != want[1] or not self._carries(row, want):
                     problems.append(ViewProblem("differs", want[0], *key))
         problems += [
             ViewProblem("missing", entry_id, *key)
@@ -710,18 +762,68 @@ class TableAuditStore:
             if key not in seen
         ]
         if repair and problems:
-            self._repair(problems)
+            problems = self._repair(problems)
         return problems
 
-    def _repair(self, problems: list[ViewProblem]) -> None:
+    def _carries(self, row: Any, want: tuple[str, str]) -> bool:
+        """Whether a view row carries the document its entry row does: its own entry id, and
+        a document whose SHA-256 is the entry's digest (a genuine document of another entry,
+        copied in with the digest left as it was, is caught here). A view that points at its
+        entry row (a huge entry) carries nothing to compare."""
+        if str(row.get("entry_id")) != want[0]:
+            return False
+        if row.get("doc_ref") and "doc" not in row and "docz" not in row:
+            return True
+        try:
+            document = self._document(row, follow=False)
+        except (ValueError, KeyError, TypeError):
+            return False
+        return hashlib.sha256(document.encode()).hexdigest() == want[1]
+
+    def _repair(self, problems: list[ViewProblem]) -> list[ViewProblem]:
+        """Rewrite each disagreeing or missing view from its entry row; delete an orphan only
+        if, read again just before, its entry is still absent and the row has not changed
+        (ETag-conditional): a writer committing meanwhile keeps its views. Returns what it
+        found, less the orphans that turned out to have their entry."""
+        from azure.core import MatchConditions
+
+        found: list[ViewProblem] = []
+        rebuild = sorted({p.entry_id for p in problems if p.kind != "orphan"})
         for problem in problems:
-            if problem.kind == "orphan":
-                self._table.delete_entity(problem.partition_key, problem.row_key)
-        for entry_id in sorted({p.entry_id for p in problems if p.kind != "orphan"}):
+            if problem.kind != "orphan":
+                found.append(problem)
+                continue
+            key_entry = _entry_of_view_key(problem.partition_key, problem.row_key)
+            if key_entry and self._table_has(*entry_key(key_entry)):
+                rebuild.append(key_entry)  # committed since the check read the entries
+                continue
+            found.append(problem)
+            try:
+                row = self._table.get_entity(problem.partition_key, problem.row_key)
+                self._table.delete_entity(
+                    problem.partition_key,
+                    problem.row_key,
+                    etag=row.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceNotFoundError:
+                pass  # gone already
+            except HttpResponseError as exc:
+                if _status(exc) != 412:  # 412: rewritten meanwhile, by a writer: kept
+                    raise
+        for entry_id in sorted(set(rebuild)):
             held = self.stored(entry_id)
             if held is not None:
                 for batch in _transactions([row] for row in view_rows(held)):
                     self._send(batch, "upsert")
+        return found
+
+    def _table_has(self, partition: str, row_key: str) -> bool:
+        try:
+            self._table.get_entity(partition, row_key, select=["RowKey"])
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def delete_table(self) -> None:
         """Drop the whole table (tests and teardown only)."""
@@ -742,6 +844,16 @@ class _KeyProbe:
     regarding_id: str | None
     processsession_id: str
     operation_created_on: datetime
+
+
+def _entry_of_view_key(partition: str, row_key: str) -> str | None:
+    """The entry id a view row's key names (None for a key this store does not make)."""
+    parts = row_key.split("|")
+    if partition == TRAIL and len(parts) == 4 and parts[0] in ("r", "s"):
+        return parts[3]
+    if partition.startswith("d|") and len(parts) == 2:
+        return parts[1]
+    return None
 
 
 def _document_size(row: Any) -> int:
