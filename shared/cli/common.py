@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from shared.cli.console import (
 )
 from shared.events.entry import AuditEntry
 from shared.settings import Settings, StoreKind
+from shared.trail.reading import Checked
 
 BUNDLED_SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -84,11 +86,20 @@ def record_guid(text: str) -> str:
         ) from None
 
 
-def write_jsonl(entries: Iterable[AuditEntry], out: TextIO) -> int:
-    """One JSON entry per line; returns how many were written."""
+def write_jsonl(entries: Iterable[AuditEntry | Checked], out: TextIO) -> int:
+    """One JSON entry per line; an entry a reader checked carries ``seal_status`` (and
+    ``seal_problem`` when it failed); returns how many were written."""
     count = 0
-    for entry in entries:
-        out.write(json_line(entry.json_text()) + "\n")
+    for item in entries:
+        if isinstance(item, Checked):
+            extra = {"seal_status": item.status}
+            if item.status == "altered":
+                extra["seal_problem"] = item.problem or ""
+            text = item.entry.json_text()
+            text = text[:-1] + "," + json.dumps(extra, separators=(",", ":"))[1:]
+        else:
+            text = item.json_text()
+        out.write(json_line(text) + "\n")
         count += 1
     return count
 

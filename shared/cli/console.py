@@ -24,6 +24,7 @@ from rich.text import Text
 
 from shared.events.entry import AuditEntry
 from shared.pipeline import Outcome
+from shared.trail.reading import ALTERED, Checked
 from shared.verdicts import Settlement, Verdict
 
 _STYLE = {"accepted": "green", "rejected": "yellow", "ignored": "dim", "malformed": "red"}
@@ -148,9 +149,10 @@ def _id(value: object, short: bool) -> str:
     return text[:8] + "…" if short and len(text) > 9 else text
 
 
-def entries_table(entries: Sequence[AuditEntry], width: int = 160) -> Table:
+def entries_table(entries: Sequence[AuditEntry | Checked], width: int = 160) -> Table:
     """The audit trail, oldest first; under 120 columns ids are shortened to their first 8
-    characters (``--format jsonl`` has them whole)."""
+    characters (``--format jsonl`` has them whole). An entry that failed its check against
+    the sealed entry says so in its verdict cell."""
     short = width < 120
     title = f"audit trail: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
     if short:
@@ -166,11 +168,15 @@ def entries_table(entries: Sequence[AuditEntry], width: int = 160) -> Table:
         "changed columns",
     ):
         table.add_column(column, overflow="fold")
-    for e in entries:
+    for item in entries:
+        e = item.entry if isinstance(item, Checked) else item
+        altered = isinstance(item, Checked) and item.status == ALTERED
         table.add_row(
             e.operation_created_on.strftime("%Y-%m-%d %H:%M:%S"),
             plain(e.message_name),
-            _verdict(e.verdict),
+            Text.assemble(_verdict(e.verdict), ("\nSEAL DOES NOT MATCH", "bold red"))
+            if altered
+            else _verdict(e.verdict),
             e.reason.value if e.reason else "",
             plain(
                 f"{escape_controls(e.processsession_name or '')}\n{_id(e.processsession_id, short)}"

@@ -24,38 +24,46 @@ from shared.cli.common import (
 from shared.cli.console import (
     console,
     entries_table,
+    escape_controls,
 )
 from shared.events.entry import AuditEntry
 from shared.settings import Settings
-from shared.stores import AuditStore, all_pages, build_store
-from shared.trail.reading import live_reader, without_superseded
+from shared.stores import AuditStore, build_store
+from shared.trail.reading import (
+    UNVERIFIED_NOTE,
+    Checked,
+    Checks,
+    live_reader,
+    without_superseded,
+)
 from shared.verdicts import Verdict
 
 
 def iter_entries(
     store: AuditStore,
+    checks: Checks,
     *,
     regarding: str | None = None,
     session: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> Iterator[AuditEntry]:
-    """The entries the filters select (every filter given applies), streamed page by page
-    (memory stays flat)."""
+) -> Iterator[Checked]:
+    """The entries the filters select (every filter given applies), each with what was
+    proved of it (``checks`` tallies the failures), streamed page by page (memory flat)."""
     if since is not None and until is not None and since >= until:
         raise ValueError(
             f"--since {since.isoformat()} is not earlier than --until {until.isoformat()}"
         )
     if regarding:
-        pages = all_pages(
+        pages = checks.entries(
             lambda c: store.by_regarding(regarding, limit=EXPORT_PAGE_SIZE, continuation=c)
         )
     elif session:
-        pages = all_pages(
+        pages = checks.entries(
             lambda c: store.by_session(session, limit=EXPORT_PAGE_SIZE, continuation=c)
         )
     else:
-        pages = all_pages(
+        pages = checks.entries(
             lambda c: store.in_range(since, until, limit=EXPORT_PAGE_SIZE, continuation=c)
         )
     wanted_session = session.lower() if regarding and session else None
@@ -67,7 +75,8 @@ def iter_entries(
             sessions[session_id] = list(read_session(session_id))
         return sessions[session_id]
 
-    for entry in pages:
+    for item in pages:
+        entry = item.entry
         if wanted_session is not None and entry.processsession_id != wanted_session:
             continue  # --regarding read the trail; --session narrows it
         if entry.origin == "backfill" and not without_superseded([entry], live):
@@ -75,13 +84,36 @@ def iter_entries(
         if (since is None or entry.operation_created_on >= since) and (
             until is None or entry.operation_created_on < until
         ):
-            yield entry
+            yield item
 
 
-def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntry]:
+def _checks(settings: Settings) -> Checks:
+    """The tally of a read; without a key, says once on stderr that nothing is checked."""
+    verified = settings.key_ring() is not None
+    if not verified:
+        print(f"warning: {UNVERIFIED_NOTE}", file=sys.stderr)
+    return Checks(verified)
+
+
+def _report(checks: Checks) -> int:
+    """What a read found wrong, on stderr; exit 1 when any entry failed its check or any row
+    could not be read (the output itself marks each entry: ``seal_status``)."""
+    for row in checks.unreadable:
+        print(f"error: {escape_controls(str(row))}", file=sys.stderr)
+    if checks.altered:
+        print(
+            f"error: {checks.altered} entr{'y' if checks.altered == 1 else 'ies'} failed "
+            "the check against the sealed entry (marked in the output); run `psaudit verify`",
+            file=sys.stderr,
+        )
+    return 1 if checks.failed else 0
+
+
+def _selected(store: AuditStore, checks: Checks, args: argparse.Namespace) -> Iterator[Checked]:
     check_range(args)
     return iter_entries(
         store,
+        checks,
         regarding=getattr(args, "regarding", None),
         session=getattr(args, "session", None),
         since=args.since,
@@ -91,19 +123,20 @@ def _selected(store: AuditStore, args: argparse.Namespace) -> Iterator[AuditEntr
 
 def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
     store = build_store(settings, read_only=True)
+    checks = _checks(settings)
     try:
         if output_format(args, piped="jsonl") == "jsonl":
-            write_jsonl(_selected(store, args), sys.stdout)
-            return 0
-        entries = list(_selected(store, args))
+            write_jsonl(_selected(store, checks, args), sys.stdout)
+            return _report(checks)
+        entries = list(_selected(store, checks, args))
     finally:
         store.close()
     out = console()
     out.print(entries_table(entries, out.width))
-    return 0
+    return _report(checks)
 
 
-def _write_format(fmt: str, entries: Iterable[AuditEntry], out: TextIO) -> int:
+def _write_format(fmt: str, entries: Iterable[Checked], out: TextIO) -> int:
     if fmt == "csv":
         from shared.trail.timeline import write_csv
 
@@ -116,18 +149,20 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if args.output is not None:
         _check_output(args.output, args.force)
     store = build_store(settings, read_only=True)
+    checks = _checks(settings)
     try:
+        selected = _selected(store, checks, args)
         if args.output is None:
-            count = _write_format(args.format, _selected(store, args), sys.stdout)
+            count = _write_format(args.format, selected, sys.stdout)
         else:
             partial = args.output.with_name(args.output.name + ".partial")
             with partial.open("w", encoding="utf-8", newline="") as out:
-                count = _write_format(args.format, _selected(store, args), out)
+                count = _write_format(args.format, selected, out)
             partial.replace(args.output)  # a failed export never leaves a file that looks whole
     finally:
         store.close()
     print(f"exported {count} entries", file=sys.stderr)
-    return 0
+    return _report(checks)
 
 
 def _check_output(path: Path, force: bool = False) -> None:
@@ -183,23 +218,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
-    """One block per event, oldest first; exit 1 when the record has no entry."""
+    """One block per event, oldest first; exit 1 when the record has no entry, or when an
+    entry shown failed its check against the sealed entry (marked in its block)."""
     from shared.trail.timeline import timeline_text, write_csv
 
     if bool(args.id) == bool(args.session):
         raise ValueError("name a bank account (ID) or a session (--session ID), not both")
     check_range(args)
     store = build_store(settings, read_only=True)
+    checks = _checks(settings)
     try:
         entries = iter_entries(
             store,
+            checks,
             regarding=args.id,
             session=args.session,
             since=args.since,
             until=args.until,
         )
         if args.verdict:
-            entries = (e for e in entries if e.verdict.value in args.verdict)
+            entries = (e for e in entries if e.entry.verdict.value in args.verdict)
         fmt = args.format or "text"
         if fmt == "jsonl":
             count = write_jsonl(entries, sys.stdout)
@@ -219,10 +257,11 @@ def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
             count -= 1  # the blank line before the count
     finally:
         store.close()
+    failed = _report(checks)
     if count == 0:
         print("no audit entries for that record (and filters)", file=sys.stderr)
         return 1
-    return 0
+    return failed
 
 
 def add_commands(commands: Commands) -> None:

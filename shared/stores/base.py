@@ -110,6 +110,8 @@ class RawRow:
 #: a key or index column says other than the sealed document; a view row disagreed with its
 #: entry, which is shown instead
 SEAL, KEY, VIEW = "seal", "key", "view"
+#: a mark that is no disagreement: the entry carries no seal (written without a key)
+UNSEALED = "unsealed"
 
 
 def _claimed(entry: AuditEntry, column: str) -> str | None:
@@ -180,6 +182,11 @@ def read_rows(rows: Iterable[RawRow], ring: KeyRing | None = None) -> Page:
             unreadable.append(Unreadable(row.entry_id, column, problem or ""))
             log.error("audit store row %s cannot be read: %s", row.entry_id, unreadable[-1])
             continue
+        if entry.entry_id != row.entry_id:  # a copy of another entry under this id: forged
+            forged = f"forged: {problem}; not shown (the genuine entry is read under its own id)"
+            unreadable.append(Unreadable(row.entry_id, KEY, forged))
+            log.error("audit store row %s: %s", row.entry_id, forged)
+            continue
         if entry.entry_id in shown:  # one entry, twice on a page (a copied view): once
             continue
         shown.add(entry.entry_id)
@@ -192,8 +199,10 @@ def read_rows(rows: Iterable[RawRow], ring: KeyRing | None = None) -> Page:
             log.error("audit entry %s: %s", entry.entry_id, problem)
         wrong = ring.check_document(text, row.seal) if ring is not None else None
         if wrong is not None:
-            tampered.append(Unreadable(entry.entry_id, SEAL, wrong[1]))
-            log.error("audit entry %s does not match its seal: %s", entry.entry_id, wrong[1])
+            kind = UNSEALED if wrong[0] == "unsealed" else SEAL
+            tampered.append(Unreadable(entry.entry_id, kind, wrong[1]))
+            if kind == SEAL:
+                log.error("audit entry %s does not match its seal: %s", entry.entry_id, wrong[1])
     return Page(entries, None, unreadable, tampered)
 
 
@@ -221,15 +230,28 @@ class AuditStore(Protocol):
         ...
 
     def by_regarding(
-        self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None
+        self,
+        regarding_id: str,
+        *,
+        limit: int | None = None,
+        continuation: str | None = None,
+        checked: bool = True,
     ) -> Page:
-        """The trail of one regarding record (e.g. a bank account), in time order."""
+        """The trail of one regarding record (e.g. a bank account), in time order.
+        ``checked`` (what people read): the last page also holds, marked, the entries whose
+        sealed document names this record but whose index or view row is missing or moved;
+        internal look-ups (reconcile, supersession) skip that scan."""
         ...
 
     def by_session(
-        self, processsession_id: str, *, limit: int | None = None, continuation: str | None = None
+        self,
+        processsession_id: str,
+        *,
+        limit: int | None = None,
+        continuation: str | None = None,
+        checked: bool = True,
     ) -> Page:
-        """All entries of one dialog session, in time order."""
+        """All entries of one dialog session, in time order (``checked`` as above)."""
         ...
 
     def in_range(

@@ -276,17 +276,60 @@ class SqliteAuditStore:
         return Page(page.entries, token, page.unreadable, page.tampered)
 
     def by_regarding(
-        self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None
+        self,
+        regarding_id: str,
+        *,
+        limit: int | None = None,
+        continuation: str | None = None,
+        checked: bool = True,
     ) -> Page:
-        """The trail of one regarding record, in time order."""
-        return self._select(["regarding_id = ?"], [normalize_id(regarding_id)], limit, continuation)
+        """The trail of one regarding record, in time order; ``checked``: the last page adds,
+        marked, the entries whose sealed document names this record while their index column
+        says otherwise (a hand-edited ``regarding_id`` moves no entry out of its timeline)."""
+        wanted = normalize_id(regarding_id)
+        page = self._select(["regarding_id = ?"], [wanted], limit, continuation)
+        return self._with_moved(page, "regarding_id", wanted) if checked else page
 
     def by_session(
-        self, processsession_id: str, *, limit: int | None = None, continuation: str | None = None
+        self,
+        processsession_id: str,
+        *,
+        limit: int | None = None,
+        continuation: str | None = None,
+        checked: bool = True,
     ) -> Page:
-        """All entries of one dialog session, in time order."""
-        return self._select(
-            ["processsession_id = ?"], [normalize_id(processsession_id)], limit, continuation
+        """All entries of one dialog session, in time order (moved entries as above)."""
+        wanted = normalize_id(processsession_id)
+        page = self._select(["processsession_id = ?"], [wanted], limit, continuation)
+        return self._with_moved(page, "processsession_id", wanted) if checked else page
+
+    def _with_moved(self, page: Page, column: str, wanted: str) -> Page:
+        """On the last page of a keyed read: the rows whose document says ``column`` is
+        ``wanted`` while the indexed column says otherwise, read from the documents (one
+        scan of the table, only at the end of a read), shown and marked."""
+        if page.continuation is not None:
+            return page
+        path = f"$.{column}"
+        with self._guard("read") as db:
+            db.text_factory = _lenient_text
+            try:
+                rows = db.execute(
+                    # column names are this method's own; every value is a bound parameter
+                    "SELECT operation_created_on, entry_id, entry, seal, regarding_id, "  # noqa: S608
+                    "processsession_id, recorded_at FROM audit_entries WHERE json_valid(entry) "
+                    f"AND json_extract(entry, ?) = ? AND {column} IS NOT ?" + _ORDER,
+                    [path, wanted, wanted],
+                ).fetchall()
+            finally:
+                db.text_factory = str
+        if not rows:
+            return page
+        moved = read_rows((_raw(row) for row in rows), self.ring)
+        return Page(
+            [*page.entries, *moved.entries],
+            None,
+            [*page.unreadable, *moved.unreadable],
+            [*page.tampered, *moved.tampered],
         )
 
     def in_range(

@@ -74,9 +74,11 @@ from shared.keys import KeyRing
 from shared.settings import connection_string_value
 from shared.stores.base import (
     DEFAULT_PAGE_CHARS,
+    VIEW,
     ConflictingDuplicates,
     Page,
     RawRow,
+    Unreadable,
     ViewProblem,
     conflicting,
     decode_continuation,
@@ -624,27 +626,103 @@ class TableAuditStore:
         except AzureError as exc:
             raise _unavailable("read", exc, self.endpoint) from exc
 
-    def _keyed(self, kind: str, key: str, limit: int | None, continuation: str | None) -> Page:
-        """One key's rows of a view in the trail partition: a RowKey range, in time order."""
+    def _keyed(
+        self,
+        kind: str,
+        key: str,
+        limit: int | None,
+        continuation: str | None,
+        checked: bool = True,
+    ) -> Page:
+        """One key's rows of a view in the trail partition: a RowKey range, in time order;
+        ``checked``: the last page adds the entries that have no row in the view."""
         prefix = f"{kind}|{key}|"
-        return self._query(
+        page = self._query(
             "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
             {"pk": TRAIL, "first": prefix, "after": f"{kind}|{key}}}"},
             limit,
             continuation,
         )
+        if not checked or page.continuation is not None:
+            return page
+        column = "regarding_id" if kind == "r" else "processsession_id"
+        value = "" if kind == "r" and key == "none" else key
+        return self._with_unviewed(
+            page,
+            f"{column} eq @value",
+            {"value": value},
+            "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
+            {"pk": TRAIL, "first": prefix, "after": f"{kind}|{key}}}"},
+        )
+
+    def _with_unviewed(
+        self,
+        page: Page,
+        entry_filter: str,
+        entry_parameters: dict[str, Any],
+        view_filter: str,
+        view_parameters: dict[str, Any],
+    ) -> Page:
+        """``page`` (the last of a read) plus the entries the read should have found but whose
+        view row is missing (removed by hand): read from their entry rows, marked. Two
+        projections (entry ids, view keys), then one read per missing entry."""
+        try:
+            committed = {
+                str(row["RowKey"])[2:]
+                for row in self._table.query_entities(
+                    "PartitionKey eq @entry_pk and RowKey gt 'e|' and RowKey lt 'e}'"
+                    + (f" and {entry_filter}" if entry_filter else ""),
+                    parameters={"entry_pk": TRAIL, **entry_parameters},
+                    select=["RowKey"],
+                )
+            }
+            if not committed:
+                return page
+            viewed = {
+                _entry_of_view_key(str(row["PartitionKey"]), str(row["RowKey"]))
+                for row in self._table.query_entities(
+                    view_filter, parameters=view_parameters, select=["PartitionKey", "RowKey"]
+                )
+            }
+            lost = sorted(committed - viewed)
+            rows = [self._table.get_entity(*entry_key(entry_id)) for entry_id in lost]
+        except ResourceNotFoundError:
+            return page  # removed meanwhile: nothing to add
+        except AzureError as exc:
+            raise _unavailable("read", exc, self.endpoint) from exc
+        if not rows:
+            return page
+        found = read_rows((self._raw(row) for row in rows), self.ring)
+        note = "the entry has no row in this view (removed): read from its entry row"
+        marks = [Unreadable(e.entry_id, VIEW, note) for e in found.entries]
+        return Page(
+            [*page.entries, *found.entries],
+            None,
+            [*page.unreadable, *found.unreadable],
+            [*page.tampered, *found.tampered, *marks],
+        )
 
     def by_regarding(
-        self, regarding_id: str, *, limit: int | None = None, continuation: str | None = None
+        self,
+        regarding_id: str,
+        *,
+        limit: int | None = None,
+        continuation: str | None = None,
+        checked: bool = True,
     ) -> Page:
         """The trail of one regarding record: one RowKey range, in time order."""
-        return self._keyed("r", normalize_id(regarding_id), limit, continuation)
+        return self._keyed("r", normalize_id(regarding_id), limit, continuation, checked)
 
     def by_session(
-        self, processsession_id: str, *, limit: int | None = None, continuation: str | None = None
+        self,
+        processsession_id: str,
+        *,
+        limit: int | None = None,
+        continuation: str | None = None,
+        checked: bool = True,
     ) -> Page:
         """All entries of one session: one RowKey range, in time order."""
-        return self._keyed("s", normalize_id(processsession_id), limit, continuation)
+        return self._keyed("s", normalize_id(processsession_id), limit, continuation, checked)
 
     def in_range(
         self,
@@ -654,18 +732,31 @@ class TableAuditStore:
         limit: int | None = None,
         continuation: str | None = None,
     ) -> Page:
-        """Day partitions from ``start`` to ``end``, filtered on RowKey (time) bounds."""
+        """Day partitions from ``start`` to ``end``, filtered on RowKey (time) bounds; the
+        last page adds the entries of the range whose day view row is missing."""
         clauses = ["PartitionKey ge @first", "PartitionKey lt @after"]
         parameters: dict[str, Any] = {"first": "d|", "after": "d}"}
+        entry_clauses: list[str] = []
+        entry_parameters: dict[str, Any] = {}
         if start is not None:
             parameters["first"] = f"d|{start.astimezone(UTC):%Y-%m-%d}"
             clauses.append("RowKey ge @start")
             parameters["start"] = iso_utc(start)
+            entry_clauses.append("operation_created_on ge @since")
+            entry_parameters["since"] = start
         if end is not None:
             parameters["after"] = f"d|{end.astimezone(UTC):%Y-%m-%d}~"
             clauses.append("RowKey lt @end")
             parameters["end"] = iso_utc(end)
-        return self._query(" and ".join(clauses), parameters, limit, continuation)
+            entry_clauses.append("operation_created_on lt @until")
+            entry_parameters["until"] = end
+        query = " and ".join(clauses)
+        page = self._query(query, parameters, limit, continuation)
+        if page.continuation is not None:
+            return page
+        return self._with_unviewed(
+            page, " and ".join(entry_clauses), entry_parameters, query, parameters
+        )
 
     def _entry_rows(self, select: list[str] | None = None) -> Iterator[Any]:
         return iter(

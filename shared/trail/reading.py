@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:
     from shared.events.entry import AuditEntry
-    from shared.stores.base import AuditStore, Page
+    from shared.stores.base import AuditStore, Page, Unreadable
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -89,10 +90,14 @@ def read_trail(
             {"entry_id": row.entry_id, "column": row.column, "problem": row.problem}
             for row in page.unreadable
         ]
-    if page.tampered:  # returned above, and marked: their seal does not match
+    tampered = [row for row in page.tampered if row.column != UNSEALED]
+    if tampered:  # returned above, and marked: their seal, keys or view disagree
         answer["tampered"] = [
-            {"entry_id": row.entry_id, "problem": row.problem} for row in page.tampered
+            {"entry_id": row.entry_id, "kind": row.column, "problem": row.problem}
+            for row in tampered
         ]
+    if getattr(store, "ring", None) is None:  # nothing was checked: say so in the answer
+        answer["unverified"] = True
     return answer
 
 
@@ -136,5 +141,67 @@ def live_reader(store: AuditStore) -> Callable[[str], Iterable[AuditEntry]]:
     from shared.stores.base import all_pages
 
     return lambda session: all_pages(
-        lambda token: store.by_session(session, limit=500, continuation=token)
+        lambda token: store.by_session(session, limit=500, continuation=token, checked=False)
     )
+
+
+#: ``Checked.status``: what a reader proved of an entry it shows
+OK, ALTERED, UNSEALED, UNVERIFIED = "ok", "altered", "unsealed", "unverified"
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """An entry as a reader shows it, with what was proved of it: ``ok`` (its keys agree and
+    its seal matches), ``altered`` (a seal, key or view disagreed: ``problem`` says which),
+    ``unsealed`` (written without a key), ``unverified`` (no key is set: nothing checked)."""
+
+    entry: AuditEntry
+    status: str
+    problem: str | None = None
+
+
+@dataclass
+class Checks:
+    """The marks of a read, entry by entry, and what failed; ``verified``: a key is set."""
+
+    verified: bool
+    unreadable: list[Unreadable] = field(default_factory=list)
+    altered: int = 0
+
+    def entries(self, read: Callable[[str | None], Page]) -> Iterator[Checked]:
+        """Every entry of a paged read, each with its status (one page in memory at once)."""
+        continuation: str | None = None
+        while True:
+            page = read(continuation)
+            self.unreadable += page.unreadable
+            marks: dict[str, list[Unreadable]] = {}
+            for mark in page.tampered:
+                marks.setdefault(mark.entry_id, []).append(mark)
+            for entry in page.entries:
+                yield self.check(entry, marks.get(entry.entry_id, []))
+            if page.continuation is None:
+                return
+            continuation = page.continuation
+
+    def check(self, entry: AuditEntry, marks: list[Unreadable]) -> Checked:
+        disagreements = [m.problem for m in marks if m.column != "unsealed"]
+        if disagreements:
+            self.altered += 1
+            return Checked(entry, ALTERED, "; ".join(disagreements))
+        if not self.verified:
+            return Checked(entry, UNVERIFIED)
+        if marks or entry.seal is None:
+            return Checked(entry, UNSEALED, "written without a trail key")
+        return Checked(entry, OK)
+
+    @property
+    def failed(self) -> bool:
+        """Whether any entry failed its check or any row could not be read."""
+        return bool(self.altered or self.unreadable)
+
+
+#: what every reader says once, on stderr or in a banner, when no key is set
+UNVERIFIED_NOTE = (
+    "the trail is unverified: AUDIT_TRAIL_KEY is not set, so no entry is checked against its "
+    "seal (what is shown may have been altered)"
+)

@@ -130,7 +130,7 @@ def _newest_pair(
     """The newest entry of one session, and its newest that knows the regarding."""
     kept: list[AuditEntry] = []
     for entry in all_pages(
-        lambda token: store.by_session(session_id, limit=500, continuation=token)
+        lambda token: store.by_session(session_id, limit=500, continuation=token, checked=False)
     ):
         if not_after is not None and entry.operation_created_on > not_after:
             if implausible is not None:

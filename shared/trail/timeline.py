@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from shared.events.entry import AuditEntry, Change
+from shared.trail.reading import ALTERED, UNSEALED, UNVERIFIED, Checked
 
 ARROW = "\u2192"
 #: what a spreadsheet would run as a formula when a cell begins with it (OWASP, CSV injection)
@@ -38,6 +39,8 @@ CSV_COLUMNS = (
     "changes",
     "entry_id",
     "recorded_at",
+    "seal_status",
+    "seal_problem",
 )
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -119,15 +122,33 @@ def wrap(line: str, width: int, indent: str) -> list[str]:
     ) or [indent]
 
 
-def timeline_text(entries: Iterable[AuditEntry], width: int, title: str) -> Iterator[str]:
-    """The timeline as text lines of at most ``width`` characters (but for longer words)."""
+def checked(item: AuditEntry | Checked) -> Checked:
+    """An entry with what a reader proved of it (a bare entry: nothing was checked)."""
+    return item if isinstance(item, Checked) else Checked(item, UNVERIFIED)
+
+
+def seal_line(item: Checked) -> str | None:
+    """What a block says of its entry's check: nothing when it passed."""
+    if item.status == ALTERED:
+        return f"seal does not match: {visible(item.problem or '')}"
+    if item.status == UNSEALED:
+        return "not sealed: written without a trail key"
+    return None
+
+
+def timeline_text(entries: Iterable[AuditEntry | Checked], width: int, title: str) -> Iterator[str]:
+    """The timeline as text lines of at most ``width`` characters (but for longer words);
+    an entry that failed its check says so in its own block."""
     yield from wrap(title, width, "")
     count = 0
-    for entry in entries:
+    for item in map(checked, entries):
         count += 1
         yield ""
-        header, *rest = event_lines(entry)
+        header, *rest = event_lines(item.entry)
         yield from wrap(header, width, "")
+        note = seal_line(item)
+        if note is not None:
+            yield from wrap(f"!! {note}", width, "  ")
         for line in rest:
             yield from wrap(line, width, "  ")
     yield ""
@@ -141,9 +162,14 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
-def csv_row(entry: AuditEntry) -> list[str]:
-    """One entry as CSV cells, changes flattened into one cell (``a: x → y; b: …``)."""
+def csv_row(item: AuditEntry | Checked) -> list[str]:
+    """One entry as CSV cells, changes flattened into one cell (``a: x → y; b: …``), with
+    what a reader proved of it (``seal_status``, ``seal_problem``)."""
+    shown = checked(item)
+    entry = shown.entry
     data = entry.to_json_dict()
+    data["seal_status"] = shown.status
+    data["seal_problem"] = shown.problem if shown.status == ALTERED else None
     cells: list[str] = []
     for column in CSV_COLUMNS:
         if column == "changes":
@@ -155,7 +181,7 @@ def csv_row(entry: AuditEntry) -> list[str]:
     return cells
 
 
-def write_csv(entries: Iterable[AuditEntry], out: io.TextIOBase | Any) -> int:
+def write_csv(entries: Iterable[AuditEntry | Checked], out: io.TextIOBase | Any) -> int:
     """A header and one row per entry; returns how many entries were written."""
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)

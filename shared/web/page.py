@@ -27,6 +27,7 @@ from shared.events.entry import AuditEntry
 from shared.events.rules import BANK_ACCOUNT
 from shared.stores.base import AuditStore
 from shared.trail.reading import (
+    UNVERIFIED_NOTE,
     BadRequest,
     TrailView,
     live_reader,
@@ -154,7 +155,9 @@ class _Links:
         return f"{self.base}/{kind}/{row_id}/timeline" + (f"?{urlencode(query)}" if query else "")
 
 
-def _event(entry: AuditEntry, view: TrailView, links: _Links, tampered: set[str]) -> dict[str, Any]:
+def _event(
+    entry: AuditEntry, view: TrailView, links: _Links, tampered: Mapping[str, str]
+) -> dict[str, Any]:
     regarding = None
     if entry.regarding_id:
         regarding = f"{entry.regarding_logical_name} {entry.regarding_id}"
@@ -184,6 +187,7 @@ def _event(entry: AuditEntry, view: TrailView, links: _Links, tampered: set[str]
         else None,
         "origin": entry.origin,
         "tampered": entry.entry_id in tampered,
+        "tampered_problem": tampered.get(entry.entry_id, ""),
         "changes": [
             {"column": visible(c.column), "old": describe(c.old), "new": describe(c.new)}
             for c in entry.changes
@@ -240,7 +244,12 @@ def timeline_page(
         "limit": str(limit) if params.get("limit") else "",
     }
     problems = [f"entry {u.entry_id} could not be read: {u.problem}" for u in page.unreadable]
-    tampered = {t.entry_id for t in page.tampered}
+    tampered: dict[str, str] = {}
+    for mark in page.tampered:
+        if mark.column != "unsealed":
+            tampered[mark.entry_id] = "; ".join(
+                filter(None, (tampered.get(mark.entry_id), mark.problem))
+            )
     table = BANK_ACCOUNT if view is TrailView.BANK_ACCOUNT else "processsession"
     return _render(
         200,
@@ -252,6 +261,7 @@ def timeline_page(
         read=len(read),
         filtered=len(shown) != len(read),
         problems=problems,
+        unverified=UNVERIFIED_NOTE if getattr(store, "ring", None) is None else None,
         verdicts=_VERDICTS,
         verdict=verdict,
         since=filters["since"][:10],
