@@ -782,9 +782,13 @@ class TableAuditStore:
             parameters["end"] = end
         try:
             for row in self._table.query_entities(query, parameters=parameters):
+                try:
+                    document = self._document(row)
+                except (ValueError, KeyError, TypeError):
+                    document = ""  # verify reports it as unreadable, with its id
                 yield StoredRow(
                     str(row.get("RowKey", ""))[2:],
-                    self._document(row),
+                    document,
                     str(row.get("seal") or "") or None,
                     {
                         "regarding_id": str(row.get("regarding_id") or "") or None,
