@@ -33,6 +33,7 @@ IDENTITY_SETTINGS = {"AZURE_CLIENT_ID"}
 NOT_IN_AZURE = {
     "AUDIT_SQLITE_PATH",  # SQLite is the one-machine store
     "AUDIT_SQLITE_BUSY_TIMEOUT",
+    "AUDIT_SEAL_PATH",  # the SQLite trail's window records; Azure keeps them in Blob Storage
     "AUDIT_TABLE_CONNECTION_STRING",  # Azurite / development; Azure uses the identity
     "AUDIT_MAX_BODY_BYTES",
     "AUDIT_MAX_NESTING_DEPTH",  # defaults fit Service Bus Standard
