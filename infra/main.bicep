@@ -58,6 +58,9 @@ param resolveRegarding bool = false
 @description('Resource group name; default rg-<environmentName>.')
 param resourceGroupName string = ''
 
+@description('True once the seal container\'s immutability policy is locked (docs/operations.md section 8): later provisions leave it as it is.')
+param sealPolicyLocked bool = false
+
 var tags = { 'azd-env-name': environmentName }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -81,6 +84,7 @@ module resources 'resources.bicep' = {
     trailKey: trailKey
     dataverseUrl: dataverseUrl
     resolveRegarding: resolveRegarding
+    sealPolicyLocked: sealPolicyLocked
   }
 }
 
@@ -93,3 +97,4 @@ output SERVICEBUS_ENTITY_KIND string = useTopic ? 'topic' : 'queue'
 output SERVICEBUS_SEND_RULE string = resources.outputs.sendRuleName
 output AUDIT_TABLE_ENDPOINT string = resources.outputs.auditTableEndpoint
 output AUDIT_SEAL_ENDPOINT string = resources.outputs.auditSealEndpoint
+output AUDIT_SEAL_CONTAINER_ID string = resources.outputs.auditSealContainerId

@@ -22,6 +22,8 @@ param principalType string = 'User'
 param trailKey string
 @description('Days a window seal blob can be neither changed nor deleted (time-based retention, WORM). Lock the policy once it is right (docs/operations.md).')
 param sealRetentionDays int = 2555
+@description('True once the seal container\'s immutability policy is locked: the template then no longer writes it (Azure refuses changes to a locked policy).')
+param sealPolicyLocked bool = false
 @description('Dataverse environment URL for the resolver and the daily reconcile; empty: neither runs.')
 param dataverseUrl string = ''
 param resolveRegarding bool = false
@@ -50,6 +52,7 @@ var roles = {
   serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -86,20 +89,54 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   name: deploymentContainerName
 }
 
-// Window seals of the audit trail, apart from its table: blobs that, under the time-based
-// retention policy, nobody can change or delete (shared/stores/blob_seals.py).
+// Window seals of the audit trail, in a storage account of their own: apart from the table
+// (whoever may write the trail cannot touch them), and so that the container's locked
+// retention policy, which makes the whole account undeletable until every blob expires, never
+// holds the app's own storage hostage (shared/stores/blob_seals.py).
+resource sealStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'sts${take(token, 21)}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: { name: 'Standard_LRS' }
+  properties: {
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+  }
+}
+
+resource sealBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: sealStorage
+  name: 'default'
+}
+
 resource sealContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
+  parent: sealBlobService
   name: sealContainerName
   properties: { publicAccess: 'None' }
 }
 
-resource sealRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+// Written only while unlocked: Azure refuses any change to a locked policy, so once it is
+// locked (docs/operations.md section 8) set sealPolicyLocked and the template leaves it be.
+resource sealRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!sealPolicyLocked) {
   parent: sealContainer
   name: 'default'
   properties: {
     immutabilityPeriodSinceCreationInDays: sealRetentionDays
     allowProtectedAppendWrites: false
+  }
+}
+
+// The app writes window records into that one container, and nothing else there.
+resource sealWriterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: sealContainer
+  name: guid(sealContainer.id, identity.id, roles.storageBlobDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
   }
 }
 
@@ -298,8 +335,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       // The tamper-evident trail: entries sealed with the key from Key Vault, windows sealed
       // by the seal_trail timer into the WORM container, 15 minutes after each hour closes.
       AUDIT_TRAIL_KEY: '@Microsoft.KeyVault(SecretUri=${trailKeySecret.properties.secretUri})'
-      AUDIT_SEAL_ENDPOINT: storage.properties.primaryEndpoints.blob
+      AUDIT_SEAL_ENDPOINT: sealStorage.properties.primaryEndpoints.blob
       AUDIT_SEAL_CONTAINER: sealContainerName
+      // verify reads the container's immutability policy through Azure Resource Manager
+      AUDIT_SEAL_CONTAINER_ID: sealContainer.id
+      AUDIT_SEAL_RETENTION_DAYS: string(sealRetentionDays)
       AUDIT_SEAL_GRACE_MINUTES: '15'
       AUDIT_SEAL_SCHEDULE: '0 20 * * * *'
       // Dataverse's Web API, read as the app identity (an application user with read on
@@ -577,4 +617,5 @@ output serviceBusNamespace string = serviceBus.name
 output serviceBusEntity string = useTopic ? topicName : queueName
 output sendRuleName string = sendRuleName
 output auditTableEndpoint string = storage.properties.primaryEndpoints.table
-output auditSealEndpoint string = storage.properties.primaryEndpoints.blob
+output auditSealEndpoint string = sealStorage.properties.primaryEndpoints.blob
+output auditSealContainerId string = sealContainer.id

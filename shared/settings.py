@@ -40,6 +40,17 @@ class Settings(BaseSettings):
     audit_sqlite_path: Path = Field(
         Path(".data/audit.sqlite3"), description="AUDIT_SQLITE_PATH: SQLite file of the trail"
     )
+    audit_seal_container_id: str | None = Field(
+        None,
+        description="AUDIT_SEAL_CONTAINER_ID: the seal container's Azure resource id; verify "
+        "reads its immutability policy (locked? how long?) through Azure Resource Manager",
+    )
+    audit_seal_retention_days: int = Field(
+        2555,
+        gt=0,
+        description="AUDIT_SEAL_RETENTION_DAYS: the retention the seal container's policy must "
+        "have at least (the template's sealRetentionDays); verify warns of a shorter one",
+    )
     audit_seal_path: Path | None = Field(
         None,
         description="AUDIT_SEAL_PATH: the SQLite file of the window records, apart from the "

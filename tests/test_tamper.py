@@ -432,3 +432,44 @@ def test_serve_started_on_an_idle_file_shows_what_is_written_later(sqlite_trail)
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# -- the seal container's WORM policy -----------------------------------------------------------
+
+
+def test_verify_on_the_table_store_warns_of_a_container_without_worm(table_trail) -> None:
+    """Azurite's container has no immutability policy: verify says so, as a warning and in
+    its JSON, without failing the trail itself."""
+    _, env, _ = table_trail
+    done = run_cli("verify", "--format", "json", env=env)
+    report = json.loads(done.stdout)
+    assert report["seal_policy"] == {"state": "none"}
+    assert any("no immutability (WORM) policy" in w for w in report["warnings"])
+    assert "warning: the seal container has no immutability" in done.stderr
+
+
+def _policy(days: int, state: str) -> dict[str, Any]:
+    return {"properties": {"immutabilityPeriodSinceCreationInDays": days, "state": state}}
+
+
+@pytest.mark.parametrize(
+    ("answer", "state", "warned"),
+    [
+        # the documented answer of Get Immutability Policy (Azure Resource Manager):
+        # https://learn.microsoft.com/rest/api/storagerp/blob-containers/get-immutability-policy
+        (_policy(2555, "Locked"), "Locked", []),
+        (_policy(2555, "Unlocked"), "Unlocked", ["not Locked"]),
+        (_policy(30, "Locked"), "Locked", ["shorter than the documented 2555"]),
+    ],
+)
+def test_the_policy_read_from_resource_manager_is_judged(answer, state, warned) -> None:
+    from shared.stores.blob_seals import policy_findings
+
+    found, warnings = policy_findings(True, answer, 2555, "/subscriptions/x/containers/auditseals")
+    assert found["state"] == state
+    assert len(warnings) == len(warned)
+    for text, warning in zip(warned, warnings, strict=True):
+        assert text in warning
+    unchecked, why = policy_findings(True, None, 2555, None)
+    assert unchecked == {"state": "unchecked"}
+    assert "AUDIT_SEAL_CONTAINER_ID" in why[0]

@@ -159,9 +159,12 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                     "was cut, or an older copy of the trail restored",
                 )
             )
-        policy = getattr(seals, "policy_warning", None)
-        if callable(policy) and (warning := policy()):
-            report.warnings.append(warning)
+        policy = getattr(seals, "policy", None)  # the Table store's seal container (WORM)
+        if callable(policy):
+            report.seal_policy, warnings = policy(
+                settings.audit_seal_container_id, settings.audit_seal_retention_days
+            )
+            report.warnings += warnings
     finally:
         store.close()
     if show:

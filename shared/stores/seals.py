@@ -283,6 +283,8 @@ class Report:
     head: str | None = None
     #: warnings that are not problems of the trail (e.g. the seal container's policy)
     warnings: list[str] = field(default_factory=list)
+    #: the seal container's immutability policy (Table store): state, days
+    seal_policy: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -293,6 +295,7 @@ class Report:
             "adopted": self.adopted,
             "head": self.head,
             "warnings": self.warnings,
+            "seal_policy": self.seal_policy,
         }
 
 
