@@ -49,6 +49,19 @@ param principalType string = 'User'
 @description('The trail key, 64 hex characters: `azd env set AUDIT_TRAIL_KEY "$(openssl rand -hex 32)"` before `azd up`. Keep a copy offline: verify needs it.')
 param trailKey string
 
+@secure()
+@description('Earlier trail keys after a rotation, comma-separated: `azd env set AUDIT_TRAIL_PREVIOUS_KEYS <old key>` (docs/operations.md section 8).')
+param trailPreviousKeys string = ''
+
+@description('An operator who runs verify, check-store and backfill: `azd env set OPERATOR_PRINCIPAL_ID "$(az ad signed-in-user show --query id -o tsv)"`.')
+param operatorPrincipalId string = ''
+
+@allowed([ 'User', 'Group', 'ServicePrincipal' ])
+param operatorPrincipalType string = 'User'
+
+@description('The operator may repair views and backfill (Storage Table Data Contributor).')
+param operatorMayRepair bool = false
+
 @description('Dataverse environment URL, https://<org>.crm.dynamics.com: the regarding resolver and the daily reconcile read its Web API as the app identity (an application user, docs/operations.md). Empty: neither runs.')
 param dataverseUrl string = ''
 
@@ -85,6 +98,10 @@ module resources 'resources.bicep' = {
     dataverseUrl: dataverseUrl
     resolveRegarding: resolveRegarding
     sealPolicyLocked: sealPolicyLocked
+    trailPreviousKeys: trailPreviousKeys
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+    operatorMayRepair: operatorMayRepair
   }
 }
 

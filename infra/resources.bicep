@@ -15,11 +15,20 @@ param principalId string = ''
   'ServicePrincipal'
 ])
 param principalType string = 'User'
+@description('An operator (a person or group that runs verify, check-store, backfill): gets exactly the roles the operations guide names, and nothing else. Empty: none.')
+param operatorPrincipalId string = ''
+@allowed([ 'User', 'Group', 'ServicePrincipal' ])
+param operatorPrincipalType string = 'User'
+@description('The operator may also repair the trail\'s views and backfill (Storage Table Data Contributor instead of Reader only).')
+param operatorMayRepair bool = false
 @secure()
 @minLength(64)
 @maxLength(64)
 @description('The trail key: 64 hex characters (`openssl rand -hex 32`), kept in Key Vault; the app seals every entry and window with it.')
 param trailKey string
+@secure()
+@description('Earlier trail keys that verify still accepts after a rotation, comma-separated (docs/operations.md section 8); kept in Key Vault beside the key. Empty: none.')
+param trailPreviousKeys string = ''
 @description('Days a window seal blob can be neither changed nor deleted (time-based retention, WORM). Lock the policy once it is right (docs/operations.md).')
 param sealRetentionDays int = 2555
 @description('True once the seal container\'s immutability policy is locked: the template then no longer writes it (Azure refuses changes to a locked policy).')
@@ -53,6 +62,7 @@ var roles = {
   storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -159,6 +169,12 @@ resource trailKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: 'audit-trail-key'
   properties: { value: trailKey, contentType: 'hex HMAC-SHA-256 key' }
+}
+
+resource trailPreviousKeysSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(trailPreviousKeys)) {
+  parent: vault
+  name: 'audit-trail-previous-keys'
+  properties: { value: trailPreviousKeys, contentType: 'comma-separated hex HMAC-SHA-256 keys' }
 }
 
 resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -308,6 +324,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // Every setting the code or the host reads (tests/test_infra.py checks the list).
   resource appSettings 'config' = {
     name: 'appsettings'
+    // the Key Vault references resolve only once the app's identity may read the vault
+    dependsOn: [ vaultRole, trailPreviousKeysSecret ]
     properties: {
       AzureWebJobsStorage__accountName: storage.name
       AzureWebJobsStorage__credential: 'managedidentity'
@@ -335,6 +353,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       // The tamper-evident trail: entries sealed with the key from Key Vault, windows sealed
       // by the seal_trail timer into the WORM container, 15 minutes after each hour closes.
       AUDIT_TRAIL_KEY: '@Microsoft.KeyVault(SecretUri=${trailKeySecret.properties.secretUri})'
+      // earlier keys after a rotation, by Key Vault reference too (never a plain setting)
+      AUDIT_TRAIL_PREVIOUS_KEYS: empty(trailPreviousKeys) ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=audit-trail-previous-keys)'
       AUDIT_SEAL_ENDPOINT: sealStorage.properties.primaryEndpoints.blob
       AUDIT_SEAL_CONTAINER: sealContainerName
       // verify reads the container's immutability policy through Azure Resource Manager
@@ -450,6 +470,105 @@ resource metricsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// The operator's roles: exactly what docs/operations.md's procedures need (entries, export,
+// verify; check-store --repair and backfill only with operatorMayRepair), nothing more.
+resource operatorTrailReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: storage
+  name: guid(storage.id, operatorPrincipalId, roles.storageTableDataReader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataReader)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorTrailRepair 'Microsoft.Authorization/roleAssignments@2022-04-01' = if ((!empty(operatorPrincipalId)) && operatorMayRepair) {
+  scope: storage
+  name: guid(storage.id, operatorPrincipalId, roles.storageTableDataContributor)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorSealReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: sealContainer
+  name: guid(sealContainer.id, operatorPrincipalId, roles.storageBlobDataReader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorKeyReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  scope: vault
+  name: guid(vault.id, operatorPrincipalId, roles.keyVaultSecretsUser)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+// Diagnostic settings: the evidence of an attempt on the trail (who read the key, who wrote
+// or deleted rows and blobs) and of the bus, kept in the Log Analytics workspace, which the
+// store's writers cannot change (docs/operations.md section 8).
+resource vaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-evidence'
+  scope: vault
+  properties: {
+    workspaceId: logs.id
+    logs: [ { category: 'AuditEvent', enabled: true } ]
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-evidence'
+  scope: tableService
+  properties: {
+    workspaceId: logs.id
+    logs: [
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+  }
+}
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-evidence'
+  scope: blobService
+  properties: {
+    workspaceId: logs.id
+    logs: [
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+  }
+}
+
+resource sealBlobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-evidence'
+  scope: sealBlobService
+  properties: {
+    workspaceId: logs.id
+    logs: [
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+  }
+}
+
+resource serviceBusDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-evidence'
+  scope: serviceBus
+  properties: {
+    workspaceId: logs.id
+    logs: [ { category: 'OperationalLogs', enabled: true } ]
   }
 }
 

@@ -41,7 +41,6 @@ NOT_IN_AZURE = {
     "ServiceBusConnection",  # worker / development only
     "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",  # the worker's name for the Functions setting
     "AUDIT_SEAL_CONNECTION_STRING",  # Azurite / development; Azure uses the identity
-    "AUDIT_TRAIL_PREVIOUS_KEYS",  # set by hand during a key rotation (docs/operations.md)
     "AUDIT_PAGE_CHARS",  # the default fits the instance's memory
     "AUDIT_LOOKUP_ATTEMPTS",  # the default: 5 of the queue's 10 deliveries
     "DATAVERSE_MAX_ANSWER_BYTES",  # the Web API client's bounds: defaults fit Dataverse
