@@ -11,6 +11,11 @@ from functions.process_session import bp as process_session_bp
 from functions.reconcile_trail import bp as reconcile_trail_bp
 from functions.timeline_page import bp as timeline_page_bp
 from functions.trail_seal import bp as trail_seal_bp
+from shared.telemetry import quiet_libraries
+
+# Before the first message is decoded (the extension logs while it converts a batch); the
+# setting AUDIT_LIBRARY_LOG_LEVEL applies from the first invocation on (functions/runtime.py).
+quiet_libraries()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(process_session_bp)

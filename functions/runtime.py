@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 def settings() -> Settings:
     """The app settings, read once per worker process on the first invocation."""
     from shared.settings import load_settings
+    from shared.telemetry import quiet_libraries
 
-    return load_settings()
+    loaded = load_settings()
+    quiet_libraries(loaded.audit_library_log_level)
+    return loaded
 
 
 @functools.cache

@@ -463,7 +463,9 @@ def _log_outcome(outcome: Outcome) -> None:
         "reason": decision.reason.value if decision.reason else None,
         "settlement": outcome.settlement.value,
     }
-    level = logging.WARNING if outcome.settlement is not Settlement.COMPLETE else logging.INFO
+    # a completed message is counted as a metric; its line is DEBUG (per message, it was most
+    # of the app's telemetry cost); every dead-letter and retry stays a WARNING
+    level = logging.WARNING if outcome.settlement is not Settlement.COMPLETE else logging.DEBUG
     log.log(
         level,
         "message %s: %s (%s) -> %s%s",

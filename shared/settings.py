@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -181,6 +181,11 @@ class Settings(BaseSettings):
         description="DATAVERSE_TIMER_BUDGET_SECONDS: how long the reconcile_trail timer waits "
         "out one Web API request's service-protection waits (the CLI waits 60 s); under the "
         "10-minute function timeout",
+    )
+    audit_library_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING",
+        description="AUDIT_LIBRARY_LOG_LEVEL: the level of the libraries' loggers (uamqp, "
+        "azure, urllib3) in the Functions app; INFO exports their per-message lines",
     )
     audit_lookup_attempts: int = Field(
         5,

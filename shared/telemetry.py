@@ -84,6 +84,20 @@ class Telemetry:
             self._duration.record(per_message_ms, {"verdict": attributes["verdict"]})
 
 
+#: Libraries whose INFO lines cost more than they tell in Application Insights: the Service Bus
+#: extension's uamqp decoder logs nine lines per message, the Azure SDKs one per request.
+NOISY_LIBRARIES = ("uamqp", "azure", "azurefunctions", "urllib3")
+
+
+def quiet_libraries(level: int | str = logging.WARNING) -> None:
+    """Set the noisy libraries' loggers to ``level`` (AUDIT_LIBRARY_LOG_LEVEL; WARNING by
+    default): the Functions Python worker sets the root logger to INFO, which would export
+    every library's INFO line. The service's own loggers (``shared``, ``functions``) keep
+    theirs."""
+    for name in NOISY_LIBRARIES:
+        logging.getLogger(name).setLevel(level)
+
+
 def configure(connection_string: str | None) -> Telemetry:
     """Telemetry for this process: a no-op without a connection string."""
     if not connection_string:

@@ -42,6 +42,7 @@ NOT_IN_AZURE = {
     "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",  # the worker's name for the Functions setting
     "AUDIT_SEAL_CONNECTION_STRING",  # Azurite / development; Azure uses the identity
     "AUDIT_PAGE_CHARS",  # the default fits the instance's memory
+    "AUDIT_LIBRARY_LOG_LEVEL",  # WARNING, the default, is what Azure should run
     "AUDIT_LOOKUP_ATTEMPTS",  # the default: 5 of the queue's 10 deliveries
     "DATAVERSE_MAX_ANSWER_BYTES",  # the Web API client's bounds: defaults fit Dataverse
     "DATAVERSE_MAX_PAGES",

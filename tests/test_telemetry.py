@@ -23,7 +23,7 @@ FIELDS = ("message_id", "correlation_id", "entry_id", "verdict", "reason", "sett
 
 def test_every_line_about_a_message_carries_its_fields(store, caplog):
     samples = load_samples()
-    with caplog.at_level(logging.INFO, logger="shared.pipeline"):
+    with caplog.at_level(logging.DEBUG, logger="shared.pipeline"):
         Pipeline(store).handle([s.message for s in samples.values()])
     records = [r for r in caplog.records if r.name == "shared.pipeline"]
     assert len(records) == len(samples)
@@ -42,6 +42,23 @@ def test_every_line_about_a_message_carries_its_fields(store, caplog):
         "dead_letter",
     )
     assert malformed.levelno == logging.WARNING
+    assert accepted.levelno == logging.DEBUG  # a completed message is counted, not logged
+
+
+def test_at_the_default_level_only_what_needs_a_person_is_logged(store, caplog):
+    """At INFO (the Functions worker's root level) a batch logs its dead-letters and retries,
+    not a line per completed message; the libraries' loggers are at WARNING."""
+    from shared.telemetry import NOISY_LIBRARIES, quiet_libraries
+
+    samples = load_samples()
+    with caplog.at_level(logging.INFO, logger="shared.pipeline"):
+        Pipeline(store).handle([s.message for s in samples.values()])
+    lines = [r for r in caplog.records if r.name == "shared.pipeline"]
+    assert [r.settlement for r in lines] == ["dead_letter"]  # the one malformed sample
+    quiet_libraries()
+    for name in NOISY_LIBRARIES:
+        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("uamqp.c_uamqp").isEnabledFor(logging.INFO) is False
 
 
 def test_counters_per_verdict_and_a_duration_histogram(store):

@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("shared.pipeline", "azure", "uamqp"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    else:  # -v: every decision, including each completed message's (a DEBUG line)
+        logging.getLogger("shared.pipeline").setLevel(logging.DEBUG)
     settings: Settings | None = None
     try:
         overrides = {"audit_sqlite_path": args.db} if args.db else {}
