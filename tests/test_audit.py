@@ -15,6 +15,7 @@ from shared.verdicts import Verdict
 from tests.conftest import (
     image,
     json_message,
+    load_samples,
     kv_set,
     reference,
     sample_document,
@@ -185,3 +186,46 @@ def test_json_text_writes_any_change_as_pydantic_does(values):
     changes = [Change(column=f"c{i}", old=old, new=new) for i, (old, new) in enumerate(values)]
     fast, reference = _both_ways(BASE.model_copy(update={"changes": changes}))
     assert fast == reference
+
+
+def test_an_update_says_which_old_values_were_captured() -> None:
+    """The sample Update's pre-image holds name, regardingobjectid and statuscode: comments'
+    old value was never captured (old_known false, shown "(not captured)"), statuscode's was."""
+    from shared.trail.timeline import change_line
+
+    entry = evaluate(load_samples()["json-update-bankaccount"].message).entry
+    assert entry is not None
+    known = {c.column: c.old_known for c in entry.changes}
+    assert known["statuscode"] is True
+    assert known["comments"] is False
+    comments = next(c for c in entry.changes if c.column == "comments")
+    assert change_line(comments, "Update").startswith("comments: (not captured) \u2192")
+    assert '"old_known":false' in entry.json_text()  # in the sealed document
+
+
+def test_a_create_has_no_old_values_and_shows_none() -> None:
+    from shared.trail.timeline import change_line
+
+    entry = evaluate(load_samples()["json-create-bankaccount"].message).entry
+    assert entry is not None
+    assert {c.old_known for c in entry.changes} == {False}
+    line = change_line(entry.changes[0], "Create")
+    assert "\u2192" not in line
+    assert "(empty)" not in line
+
+
+def test_an_entry_stored_before_old_known_is_read_by_the_documented_rule() -> None:
+    """A null old value of an Update stored without old_known reads as not captured; a
+    non-null one as captured; and such an entry is the same event as its redelivery."""
+    from shared.events.entry import AuditEntry
+
+    entry = evaluate(load_samples()["json-update-bankaccount"].message).entry
+    assert entry is not None
+    document = json.loads(entry.json_text())
+    for change in document["changes"]:
+        del change["old_known"]
+    old = AuditEntry.model_validate(document)
+    by_column = {c.column: c for c in old.changes}
+    assert by_column["comments"].captured("Update") is False
+    assert by_column["statuscode"].captured("Update") is True
+    assert old.event_content() == entry.event_content()  # no false conflicting_duplicate

@@ -54,17 +54,21 @@ def db(tmp_path: Path) -> Path:
             session=SESSION,
             when=T0,
             processsession_name="Bank Account Verification",
+            message_name="Update",
             changes=[
                 Change(
                     column="statuscode",
                     old={"value": 1, "label": "In Progress"},
                     new={"value": 4, "label": "Completed"},
+                    old_known=True,
                 ),
                 Change(
                     column="regardingobjectid",
                     old=None,
                     new={"logical_name": "sample_bankaccount", "id": BANK, "name": "Savings"},
+                    old_known=True,
                 ),
+                Change(column="comments", old=None, new="Confirmed by phone", old_known=False),
             ],
         ),
         *(
@@ -73,7 +77,8 @@ def db(tmp_path: Path) -> Path:
                 regarding=BANK,
                 when=T0 + timedelta(minutes=n + 1),
                 processsession_name=text,
-                changes=[Change(column="comments", old=text, new=f"{text} again")],
+                message_name="Update",
+                changes=[Change(column="comments", old=text, new=f"{text} again", old_known=True)],
             )
             for n, text in enumerate(HOSTILE)
         ),
@@ -128,10 +133,12 @@ def test_the_wide_timeline_shows_each_event_and_change_on_one_line(db: Path) -> 
     text = _timeline(db, 1000, BANK)
     lines = text.splitlines()
     assert lines[0] == f"timeline of bank account {BANK}"
-    assert "2026-11-30 08:05:00 UTC  Create  accepted" in lines
+    assert "2026-11-30 08:05:00 UTC  Update  accepted" in lines
     assert f"  session: Bank Account Verification {SESSION}" in lines
     assert "  statuscode: In Progress \u2192 Completed" in lines
     assert f"  regardingobjectid: (empty) \u2192 Savings (sample_bankaccount {BANK})" in lines
+    # an old value the pre-image did not hold is not "empty": it was not captured
+    assert "  comments: (not captured) \u2192 Confirmed by phone" in lines
     user = make_entry(1).user_id
     assert f"  user: {user}" in lines
     assert lines[-1] == f"{1 + len(HOSTILE)} events"

@@ -52,12 +52,19 @@ def seed(path: Path) -> None:
             processsession_name={3: IMG, 4: SCRIPT}.get(n, f"Dialog {n}"),
             verdict=Verdict.REJECTED if n % 3 == 2 else Verdict.ACCEPTED,
             reason=Reason.REGARDING_NOT_IN_MESSAGE if n % 3 == 2 else None,
+            message_name="Update",
             changes=[
-                Change(column="comments", old=None, new=SCRIPT if n == 5 else f"note {n}"),
+                Change(
+                    column="comments",
+                    old=None,
+                    new=SCRIPT if n == 5 else f"note {n}",
+                    old_known=False,
+                ),
                 Change(
                     column="statuscode",
                     old={"value": 1, "label": "In Progress"},
                     new={"value": 4, "label": "Completed"},
+                    old_known=True,
                 ),
             ],
         )
@@ -165,6 +172,7 @@ def test_in_chromium_the_reader_pages_and_filters(served: str, browser) -> None:
     assert "Dialog 0" in first[0]
     assert "statuscode" in first[0]
     assert "In Progress" in first[0]
+    assert "(not captured)" in first[0]  # never "(empty)" for an old value nobody captured
     page.get_by_role("link", name="Next page").click()
     second = page.locator("ol.timeline > li").all_inner_texts()
     assert len(second) == 5

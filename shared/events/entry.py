@@ -50,13 +50,29 @@ UtcTimestamp = Annotated[datetime, PlainSerializer(iso_utc, return_type=str, whe
 
 
 class Change(BaseModel):
-    """One column of the Target: its new value, and its old value from a pre-image if any."""
+    """One column of the Target: its new value, and its old value from a pre-image if any.
+
+    ``old_known`` says whether ``old`` was captured: true when a pre-image held the column
+    (``old`` null then means it was empty), false when nothing held it (an Update whose
+    pre-image lacks the column or that has none; a Create, which has no old values; a
+    backfilled entry). None in entries stored before it existed (2026-12-06): readers then
+    take an Update's null ``old`` as not captured (an image that held the column empty cannot
+    be told apart in those entries) and a non-null one as captured."""
 
     model_config = ConfigDict(frozen=True)
 
     column: str
     old: Any = None
     new: Any = None
+    old_known: bool | None = None
+
+    def captured(self, message_name: str) -> bool:
+        """Whether the old value is known (the rule above, for old entries too)."""
+        if message_name == "Create":
+            return False
+        if self.old_known is not None:
+            return self.old_known
+        return self.old is not None
 
 
 #: Fields set by the broker or at recording time: they differ between redeliveries and
@@ -160,7 +176,12 @@ class AuditEntry(BaseModel):
         excluded = set(BROKER_FIELDS)
         if self.regarding_source == "web_api":
             excluded |= RESOLVED_FIELDS
-        return self.model_dump(mode="json", exclude=excluded)
+        content = self.model_dump(mode="json", exclude=excluded)
+        # old_known derives from the message (is there a pre-image holding the column?), and
+        # entries stored before it existed lack it: never a difference between two copies
+        for change in content.get("changes") or []:
+            change.pop("old_known", None)
+        return content
 
     def differences(self, other: AuditEntry) -> list[str]:
         """The fields whose event content differs from ``other``'s."""
@@ -257,7 +278,8 @@ def changes_of(
         if lowered in redact:
             old = None if old is None else REDACTED
             new = None if new is None else REDACTED
-        changes.append({"column": column, "old": old, "new": new})
+        known = pre is not None
+        changes.append({"column": column, "old": old, "new": new, "old_known": known})
     return changes
 
 

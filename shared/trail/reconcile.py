@@ -287,7 +287,7 @@ def backfill_entry(
         new = _value(column, value, row)
         if name in redact and new is not None:
             new = REDACTED
-        changes.append({"column": name, "old": None, "new": new})
+        changes.append({"column": name, "old": None, "new": new, "old_known": False})
     user = row.modified_by or NIL_GUID
     created = row.created is not None and abs(row.created - row.modified) <= TOLERANCE
     return AuditEntry(

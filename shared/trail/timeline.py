@@ -78,9 +78,17 @@ def describe(value: Any) -> str:
     return visible(json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 
-def change_line(change: Change) -> str:
-    """``column: old → new``."""
-    return f"{visible(change.column)}: {describe(change.old)} {ARROW} {describe(change.new)}"
+NOT_CAPTURED = "(not captured)"
+
+
+def change_line(change: Change, message_name: str = "Update") -> str:
+    """``column: old → new``; an old value that was not captured reads ``(not captured)``,
+    never ``(empty)``; a Create has no old values and shows only the new one."""
+    new = describe(change.new)
+    if message_name == "Create":
+        return f"{visible(change.column)}: {new}"
+    old = describe(change.old) if change.captured(message_name) else NOT_CAPTURED
+    return f"{visible(change.column)}: {old} {ARROW} {new}"
 
 
 def _when(entry: AuditEntry) -> str:
@@ -104,7 +112,7 @@ def event_lines(entry: AuditEntry) -> list[str]:
         lines.append(regarding + f" (from {entry.regarding_source})")
     if entry.origin != "event":
         lines.append(f"origin: {entry.origin} (read from Dataverse; old values unknown)")
-    lines += [change_line(change) for change in entry.changes] or ["no column changed"]
+    lines += [change_line(c, entry.message_name) for c in entry.changes] or ["no column changed"]
     return lines
 
 
@@ -173,7 +181,7 @@ def csv_row(item: AuditEntry | Checked) -> list[str]:
     cells: list[str] = []
     for column in CSV_COLUMNS:
         if column == "changes":
-            value = "; ".join(change_line(change) for change in entry.changes)
+            value = "; ".join(change_line(c, entry.message_name) for c in entry.changes)
         else:
             raw = data.get(column)
             value = "" if raw is None else str(raw)

@@ -36,7 +36,7 @@ from shared.trail.reading import (
     record_id,
     without_superseded,
 )
-from shared.trail.timeline import describe, visible
+from shared.trail.timeline import NOT_CAPTURED, describe, visible
 
 DEFAULT_LIMIT = 50
 STYLE = """
@@ -189,7 +189,12 @@ def _event(
         "tampered": entry.entry_id in tampered,
         "tampered_problem": tampered.get(entry.entry_id, ""),
         "changes": [
-            {"column": visible(c.column), "old": describe(c.old), "new": describe(c.new)}
+            {
+                "column": visible(c.column),
+                "old": describe(c.old) if c.captured(entry.message_name) else NOT_CAPTURED,
+                "create": entry.message_name == "Create",
+                "new": describe(c.new),
+            }
             for c in entry.changes
         ],
     }
