@@ -15,8 +15,8 @@ from shared.verdicts import Verdict
 from tests.conftest import (
     image,
     json_message,
-    load_samples,
     kv_set,
+    load_samples,
     reference,
     sample_document,
     target_of,
