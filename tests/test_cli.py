@@ -123,7 +123,7 @@ def test_unreachable_store_is_a_clear_error_not_a_traceback(tmp_path):
         "AccountKey=c2VjcmV0LWtleS1mb3ItdGVzdHM=;TableEndpoint=http://127.0.0.1:9/a;",
     }
     result = run_cli("entries", env=env, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2  # unavailable (1 means findings)
     assert "error: StoreUnavailable: Table Storage read failed at http://127.0.0.1:9/a" in (
         result.stderr
     )
@@ -302,3 +302,42 @@ def test_dlq_replay_refuses_an_unknown_reason_and_lists_the_known_ones():
 def test_version():
     done = run_cli("--version")
     assert done.stdout.startswith("psaudit ")
+
+
+def test_a_reader_piped_into_head_ends_quietly(tmp_path):
+    """The pipe closes after a few bytes of a long output: no 'Broken pipe' error, no
+    traceback, exit 0 (the reader's own status, through bash's PIPESTATUS)."""
+    import sys
+
+    from shared.pipeline import Pipeline
+    from shared.stores.sqlite import SqliteAuditStore
+    from tests.entries import synthetic_message
+
+    db = tmp_path / "audit.sqlite3"
+    store = SqliteAuditStore(db)
+    Pipeline(store).handle([synthetic_message(n) for n in range(400)])  # > a pipe's buffer
+    store.close()
+    for command in ("export", "entries --format jsonl", "timeline --session " + _a_session(db)):
+        done = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"{sys.executable} -m shared.cli --db {db} {command} | head -c 10 >/dev/null;"
+                " echo status=${PIPESTATUS[0]}",
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert "status=0" in done.stdout, (command, done.stdout, done.stderr)
+        assert "Broken pipe" not in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def _a_session(db: Path) -> str:
+    import sqlite3
+
+    with sqlite3.connect(db) as read:
+        return str(read.execute("SELECT processsession_id FROM audit_entries").fetchone()[0])

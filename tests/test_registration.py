@@ -213,7 +213,7 @@ def test_an_unreachable_environment_is_one_line(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "DATAVERSE_SAS_KEY": "S3CRET-KEY-VALUE", "DATAVERSE_ACCESS_TOKEN": "t"}
     done = _register_command("--dry-run", "--environment-url", url, *REGISTER_ARGS, env=env)
-    assert done.returncode == 1
+    assert done.returncode == 2  # unavailable
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "no answer (ConnectionError); check the environment URL" in done.stderr
     assert "S3CRET-KEY-VALUE" not in done.stdout + done.stderr

@@ -228,7 +228,7 @@ def test_sigterm_stops_the_worker_process_without_stranding_a_message(broker, se
 def test_service_bus_mistakes_are_one_line_naming_the_entity_and_the_fix(broker):
     env = {"SERVICEBUS_CONNECTION_STRING": broker.connection_string}
     wrong = run_cli("dlq", "peek", "--queue", "no-such-queue", env=env, check=False)
-    assert wrong.returncode == 1
+    assert wrong.returncode == 2  # unavailable
     assert len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
     assert "queue no-such-queue on 127.0.0.1" in wrong.stderr
     assert "does not exist there" in wrong.stderr
@@ -237,7 +237,7 @@ def test_service_bus_mistakes_are_one_line_naming_the_entity_and_the_fix(broker)
         "SharedAccessKey=c2VjcmV0LWtleQ==;UseDevelopmentEmulator=true"
     }
     refused = run_cli("send", "--queue", "q", env=closed, check=False, timeout=240)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "no answer: check the namespace" in refused.stderr
     assert "c2VjcmV0LWtleQ==" not in refused.stderr

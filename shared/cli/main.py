@@ -128,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {"audit_sqlite_path": args.db} if args.db else {}
         settings = load_settings(**overrides)
         return int(args.handler(args, settings))
+    except BrokenPipeError:  # the reader closed the pipe (`| head`): end quietly
+        _silence_stdout()
+        return 0
     except (FileNotFoundError, ValueError, StoreMissing) as exc:
         print(f"error: {escape_controls(exc)}", file=sys.stderr)
         return 2
@@ -139,4 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {escape_controls(line or one_line(exc))}", file=sys.stderr)
         if args.verbose:
             log.exception("the traceback, as -v asks")
-        return 1
+        return 2  # unavailable: the same for every command (1 means findings)
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so that the interpreter's own flush at
+    exit does not fail again (Python's documented way: the signal module's notes)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

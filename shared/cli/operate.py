@@ -92,7 +92,12 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
         )
     if bool(args.queue) == bool(args.topic):
         raise ValueError("name either --queue or --topic")
-    url = args.environment_url.rstrip("/")
+    url = (args.environment or settings.dataverse_url or "").rstrip("/")
+    if not url:
+        raise ValueError(
+            "name the Dataverse environment: --environment https://<org>.crm.dynamics.com or "
+            "DATAVERSE_URL"
+        )
     registration = Registration(
         namespace=args.namespace,
         entity=args.queue or args.topic,
@@ -161,11 +166,16 @@ def add_commands(commands: Commands) -> None:
     register = commands.add_parser(
         "register",
         help="register the service endpoint, steps and images in Dataverse",
-        description="Example: DATAVERSE_SAS_KEY=... psaudit register --environment-url "
+        description="Example: DATAVERSE_SAS_KEY=... psaudit register --environment "
         "https://contoso.crm.dynamics.com --namespace contoso-audit --queue "
         "processsession-events --dry-run",
     )
-    register.add_argument("--environment-url", required=True, help="https://<org>.crm.dynamics.com")
+    register.add_argument(
+        "--environment",
+        "--environment-url",  # the name it had before: kept as an alias
+        dest="environment",
+        help="https://<org>.crm.dynamics.com (default: DATAVERSE_URL)",
+    )
     register.add_argument("--namespace", required=True, help="Service Bus namespace name")
     register.add_argument("--queue", help="the queue Dataverse posts to")
     register.add_argument("--topic", help="or the topic")

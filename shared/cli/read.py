@@ -308,7 +308,8 @@ def add_commands(commands: Commands) -> None:
     timeline.add_argument(
         "--verdict",
         action="append",
-        choices=[v.value for v in Verdict if v is not Verdict.MALFORMED],
+        # only what the trail holds: ignored and malformed messages write no entry
+        choices=[Verdict.ACCEPTED.value, Verdict.REJECTED.value],
         help="only events with this verdict (repeatable)",
     )
     time_range_options(timeline)
