@@ -341,3 +341,63 @@ def _a_session(db: Path) -> str:
 
     with sqlite3.connect(db) as read:
         return str(read.execute("SELECT processsession_id FROM audit_entries").fetchone()[0])
+
+
+def test_one_entry_by_id_and_filters_by_user_and_column(tmp_path):
+    import json
+
+    db = tmp_path / "audit.sqlite3"
+    _cli("run", db=db)
+    everything = [json.loads(line) for line in _cli("export", db=db).stdout.splitlines()]
+    first = everything[0]
+    one = _cli("entries", "--id", first["entry_id"].upper(), "--format", "jsonl", db=db)
+    assert [json.loads(line)["entry_id"] for line in one.stdout.splitlines()] == [first["entry_id"]]
+    missing = _cli("entries", "--id", "00000000-0000-0000-0000-000000000001", db=db, check=False)
+    assert missing.returncode == 1
+    assert "no audit entry with id" in missing.stderr
+    by_user = _cli("export", "--user", first["user_id"], db=db).stdout.splitlines()
+    assert by_user
+    assert all(first["user_id"] in (e := json.loads(line))["user_id"] + e["initiating_user_id"]
+               for line in by_user)  # fmt: skip
+    by_column = [
+        json.loads(line)
+        for line in _cli("export", "--column", "COMMENTS", db=db).stdout.splitlines()
+    ]
+    assert by_column
+    assert all(any(c["column"] == "comments" for c in e["changes"]) for e in by_column)
+    assert len(by_column) < len(everything)
+    regarding = first["regarding_id"]
+    by_account = _cli("export", "--regarding", regarding, db=db).stdout.splitlines()
+    assert {json.loads(line)["regarding_id"] for line in by_account} == {regarding}
+
+
+def test_verify_names_each_problems_entry_by_date_session_and_account(tmp_path):
+    import json
+    import sqlite3
+
+    key = "ab" * 32
+    db = tmp_path / "audit.sqlite3"
+    env = {"AUDIT_TRAIL_KEY": key, "AUDIT_SQLITE_PATH": str(db)}
+    run_cli("run", env=env)
+    run_cli("seal", "--now", env=env)
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("DROP TRIGGER audit_entries_append_only_update")
+    entry_id, session, regarding = raw.execute(
+        "SELECT entry_id, processsession_id, regarding_id FROM audit_entries "
+        "WHERE regarding_id IS NOT NULL LIMIT 1"
+    ).fetchone()
+    raw.execute(
+        "UPDATE audit_entries SET entry = replace(entry, 'Bank', 'Blank') WHERE entry_id = ?",
+        [entry_id],
+    )
+    raw.close()
+    text = run_cli("verify", "--format", "table", env=env, check=False)
+    assert text.returncode == 1
+    line = next(line for line in text.stdout.splitlines() if entry_id in line)
+    assert session in line
+    assert regarding in line
+    assert "UTC" in line or "Z" in line
+    report = json.loads(run_cli("verify", "--format", "json", env=env, check=False).stdout)
+    named = next(p for p in report["problems"] if p.get("entry_id") == entry_id)
+    assert named["entry"]["processsession_id"] == session
+    assert named["entry"]["regarding_id"] == regarding

@@ -118,6 +118,22 @@ def _view_problems(store: AuditStore) -> list[Problem]:
     return found
 
 
+def _name_entries(problems: list[Problem], store: AuditStore, limit: int = 1000) -> None:
+    """Give each problem about an entry its time, session and regarding record, read from
+    the store where verify did not parse it (a view's problem): a person can find it."""
+    from shared.stores.seals import about
+
+    for problem in problems[:limit]:
+        if problem.entry_id is None or problem.about is not None:
+            continue
+        try:
+            page = store.by_id(problem.entry_id)
+        except (ValueError, StoreUnavailable):
+            continue
+        if page.entries:
+            problem.about = about(page.entries[0])
+
+
 @_unreachable_store_exits_2
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Re-read the trail, its views and its seals; exit 0 intact, 1 when anything is wrong
@@ -151,6 +167,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             progress=progress if show else None,
         )
         report.problems += _view_problems(store)
+        _name_entries(report.problems, store)
         if args.expect_head is not None and not extends(seals.records(), args.expect_head):
             report.problems.append(
                 Problem(
@@ -175,8 +192,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report.to_json(), ensure_ascii=True))
     else:
         for problem in report.problems:
-            where = problem.entry_id or problem.window or ""
-            print(escape_controls(f"{problem.kind:<13} {where}  {problem.detail}"))
+            print(escape_controls(f"{problem.kind}: {problem.where()}: {problem.detail}"))
         state = "intact" if not report.problems else f"{len(report.problems)} problem(s)"
         adopted = f", {report.adopted} adopted (written without a key)" if report.adopted else ""
         print(

@@ -111,7 +111,9 @@ def _report(checks: Checks) -> int:
 
 def _selected(store: AuditStore, checks: Checks, args: argparse.Namespace) -> Iterator[Checked]:
     check_range(args)
-    return iter_entries(
+    if getattr(args, "id", None) and args.command == "entries":
+        return (c for c in checks.entries(lambda _: store.by_id(args.id)))
+    found = iter_entries(
         store,
         checks,
         regarding=getattr(args, "regarding", None),
@@ -119,6 +121,28 @@ def _selected(store: AuditStore, checks: Checks, args: argparse.Namespace) -> It
         since=args.since,
         until=args.until,
     )
+    return _filtered(found, args)
+
+
+def _filtered(found: Iterator[Checked], args: argparse.Namespace) -> Iterator[Checked]:
+    """``--user`` (who ran it or on whose behalf) and ``--column`` (a change of that column,
+    ASCII case-insensitive), each when given."""
+    user = getattr(args, "user", None)
+    column = (getattr(args, "column", None) or "").lower() or None
+    for item in found:
+        entry = item.entry
+        if user and user not in (entry.user_id, entry.initiating_user_id):
+            continue
+        if column and not any(c.column.lower() == column for c in entry.changes):
+            continue
+        yield item
+
+
+def _filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--user", type=record_guid, help="only events run by (or on behalf of) this user id"
+    )
+    parser.add_argument("--column", help="only events that changed this column")
 
 
 def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
@@ -126,14 +150,19 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
     checks = _checks(settings)
     try:
         if output_format(args, piped="jsonl") == "jsonl":
-            write_jsonl(_selected(store, checks, args), sys.stdout)
-            return _report(checks)
-        entries = list(_selected(store, checks, args))
+            count = write_jsonl(_selected(store, checks, args), sys.stdout)
+        else:
+            entries = list(_selected(store, checks, args))
+            count = len(entries)
+            out = console()
+            out.print(entries_table(entries, out.width))
     finally:
         store.close()
-    out = console()
-    out.print(entries_table(entries, out.width))
-    return _report(checks)
+    failed = _report(checks)
+    if args.id and count == 0:
+        print(f"no audit entry with id {args.id}", file=sys.stderr)
+        return 1
+    return failed
 
 
 def _write_format(fmt: str, entries: Iterable[Checked], out: TextIO) -> int:
@@ -236,6 +265,7 @@ def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
             since=args.since,
             until=args.until,
         )
+        entries = _filtered(entries, args)
         if args.verdict:
             entries = (e for e in entries if e.entry.verdict.value in args.verdict)
         fmt = args.format or "text"
@@ -276,6 +306,10 @@ def add_commands(commands: Commands) -> None:
         "--regarding", type=record_guid, help="regarding record id (e.g. a bank account)"
     )
     entries.add_argument("--session", type=record_guid, help="processsession id")
+    entries.add_argument(
+        "--id", type=record_guid, help="one entry by its entry_id (as verify names it)"
+    )
+    _filter_options(entries)
     time_range_options(entries)
     table_or_jsonl_option(entries)
     entries.set_defaults(handler=cmd_entries)
@@ -292,6 +326,11 @@ def add_commands(commands: Commands) -> None:
         help="jsonl (one entry per line) or csv (one row per entry, changes flattened, cells "
         "that a spreadsheet would run as formulas neutralised)",
     )
+    export.add_argument(
+        "--regarding", type=record_guid, help="only one regarding record's (a bank account's)"
+    )
+    export.add_argument("--session", type=record_guid, help="only one session's")
+    _filter_options(export)
     time_range_options(export)
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     export.add_argument("--force", action="store_true", help="replace an existing --output file")
@@ -312,6 +351,7 @@ def add_commands(commands: Commands) -> None:
         choices=[Verdict.ACCEPTED.value, Verdict.REJECTED.value],
         help="only events with this verdict (repeatable)",
     )
+    _filter_options(timeline)
     time_range_options(timeline)
     timeline.add_argument(
         "--format",

@@ -265,6 +265,11 @@ class AuditStore(Protocol):
         """Entries with ``start <= operation_created_on < end`` (open bounds when None)."""
         ...
 
+    def by_id(self, entry_id: str) -> Page:
+        """The one entry stored under ``entry_id`` (an empty page when there is none),
+        checked like every read."""
+        ...
+
     def count(self) -> int:
         """How many entries the store holds."""
         ...

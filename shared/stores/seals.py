@@ -259,6 +259,8 @@ class Problem:
     detail: str
     entry_id: str | None = None
     window: str | None = None
+    #: where a person finds the entry: its time, session and regarding record, when known
+    about: dict[str, str | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind, "detail": self.detail}
@@ -266,7 +268,32 @@ class Problem:
             data["entry_id"] = self.entry_id
         if self.window is not None:
             data["window"] = self.window
+        if self.about is not None:
+            data["entry"] = self.about
         return data
+
+    def where(self) -> str:
+        """The entry or window, for people: ``<id> (2026-12-01 10:00:00 UTC, session <id>,
+        sample_bankaccount <id>)``."""
+        if self.entry_id is None:
+            return self.window or ""
+        if not self.about:
+            return self.entry_id
+        parts = [str(self.about.get("operation_created_on") or "")]
+        parts.append(f"session {self.about.get('processsession_id')}")
+        if self.about.get("regarding_id"):
+            parts.append(f"{self.about.get('regarding_logical_name')} {self.about['regarding_id']}")
+        return f"{self.entry_id} ({', '.join(parts)})"
+
+
+def about(entry: AuditEntry) -> dict[str, str | None]:
+    """What ``Problem.about`` holds of an entry."""
+    return {
+        "operation_created_on": iso_utc(entry.operation_created_on),
+        "processsession_id": entry.processsession_id,
+        "regarding_logical_name": entry.regarding_logical_name,
+        "regarding_id": entry.regarding_id,
+    }
 
 
 @dataclass
@@ -307,6 +334,15 @@ def _check_row(row: StoredRow, ring: KeyRing, adopted: bool = False) -> Iterator
     except (ValidationError, ValueError) as exc:
         yield Problem("unreadable", f"the stored entry cannot be read: {exc}"[:300], row.row_id)
         return
+    yield from (
+        Problem(p.kind, p.detail, p.entry_id, p.window, about(entry))
+        for p in _entry_problems(row, ring, adopted, entry)
+    )
+
+
+def _entry_problems(
+    row: StoredRow, ring: KeyRing, adopted: bool, entry: AuditEntry
+) -> Iterator[Problem]:
     if entry.entry_id != row.row_id:
         yield Problem(
             "forged",

@@ -351,6 +351,10 @@ class SqliteAuditStore:
             params.append(iso_utc(end))
         return self._select(clauses, params, limit, continuation)
 
+    def by_id(self, entry_id: str) -> Page:
+        """The one entry stored under ``entry_id``."""
+        return self._select(["entry_id = ?"], [normalize_id(entry_id)], None, None)
+
     def count(self) -> int:
         """How many entries the store holds."""
         with self._guard("count") as db:

@@ -800,6 +800,16 @@ class TableAuditStore:
         except AzureError as exc:
             raise _unavailable("scan", exc, self.endpoint) from exc
 
+    def by_id(self, entry_id: str) -> Page:
+        """The one entry whose commit-point row is ``entry_id``."""
+        try:
+            row = self._table.get_entity(*entry_key(normalize_id(entry_id)))
+        except ResourceNotFoundError:
+            return Page()
+        except AzureError as exc:
+            raise _unavailable("read", exc, self.endpoint) from exc
+        return self._read([row])
+
     def count(self) -> int:
         """Entries committed (entry rows)."""
         try:
