@@ -51,7 +51,7 @@ def test_rule4_table_name_compares_case_insensitively():
     assert _decide(document).verdict is Verdict.ACCEPTED
 
 
-@pytest.mark.parametrize("message", ["Delete", "Assign", "SetState", "Retrieve"])
+@pytest.mark.parametrize("message", ["Assign", "SetState", "Retrieve"])
 def test_rule5_other_messages_are_ignored(message):
     document = sample_document()
     document["MessageName"] = message
@@ -187,3 +187,40 @@ def test_untrusted_organization_is_malformed_and_trusted_one_passes():
     assert (decision.verdict, decision.reason) == (Verdict.MALFORMED, Reason.UNTRUSTED_ORGANIZATION)
     own = Policy(allowed_organization_ids=frozenset({UUID(document["OrganizationId"])}))
     assert evaluate(json_message(document), own).verdict is Verdict.ACCEPTED
+
+
+def _delete(pre: list[tuple[str, dict]] | None) -> dict:
+    document = sample_document()
+    document["MessageName"] = "Delete"
+    session = document["PrimaryEntityId"]
+    for pair in document["InputParameters"]:
+        if pair["key"] == "Target":
+            pair["value"] = reference("processsession", session)
+    document["PreEntityImages"] = [
+        {"key": alias, "value": image(attributes)} for alias, attributes in (pre or [])
+    ]
+    document["PostEntityImages"] = []
+    return document
+
+
+def test_a_delete_is_recorded_by_its_pre_images_regarding():
+    bank = {"regardingobjectid": reference("sample_bankaccount", BANK), "name": "dialog"}
+    decision = _decide(_delete([("PreImage", bank)]))
+    assert (decision.verdict, decision.reason) == (Verdict.ACCEPTED, None)
+    assert decision.entry is not None
+    assert decision.entry.message_name == "Delete"
+    assert decision.entry.regarding_source == "pre_image"
+    assert {c.column: c.new for c in decision.entry.changes} == {
+        "name": None,
+        "regardingobjectid": None,
+    }
+    other = {"regardingobjectid": reference("account", BANK)}
+    assert _decide(_delete([("PreImage", other)])).reason is Reason.REGARDING_NOT_BANKACCOUNT
+    assert _decide(_delete(None)).reason is Reason.REGARDING_NOT_IN_MESSAGE
+
+
+def test_a_delete_whose_target_is_an_entity_is_a_schema_violation():
+    document = sample_document()
+    document["MessageName"] = "Delete"
+    decision = _decide(document)
+    assert (decision.verdict, decision.reason) == (Verdict.MALFORMED, Reason.SCHEMA_VIOLATION)

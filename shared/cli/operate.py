@@ -106,6 +106,7 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
         sas_key=sas_key,
         endpoint_name=args.endpoint_name,
         old_value_columns=args.old_value_columns,
+        delete_step=args.delete_step,
     )
     from shared.dataverse.registration import PlanApi
 
@@ -193,6 +194,12 @@ def add_commands(commands: Commands) -> None:
         "--old-value-columns",
         default=DEFAULT_OLD_VALUE_COLUMNS,
         help="columns of the Update step's PreImage",
+    )
+    register.add_argument(
+        "--delete-step",
+        action="store_true",
+        help="also register the Delete step with a pre-image (regardingobjectid, name): "
+        "sessions' deletions are then recorded",
     )
     register.add_argument(
         "--rotate-key",

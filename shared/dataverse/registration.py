@@ -11,7 +11,10 @@ It creates or updates (reference §6):
   for Create and Update, with the endpoint as their event handler;
 * on the Update step, a ``PostImage`` holding ``regardingobjectid`` and ``name`` (an Update's
   Target lacks the regarding) and a ``PreImage`` holding the columns whose old values the
-  audit records.
+  audit records;
+* with ``delete_step``, a third step for Delete, with a ``PreImage`` holding
+  ``regardingobjectid`` and ``name``: the session's deletion is then recorded (judged by the
+  pre-image's regarding, shown as a deletion).
 
 A second run changes nothing: each row is looked up by name and patched only where it
 differs. ``dry_run`` reads but never writes, and returns the requests it would send. The SAS
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 STEP_NAME = "ProcessSessionAudit: {message} of processsession"
 POST_IMAGE_COLUMNS = "regardingobjectid,name"
+#: what a Delete step's pre-image holds: the regarding the deletion is judged by, and the name
+DELETE_IMAGE_COLUMNS = "regardingobjectid,name"
 DEFAULT_OLD_VALUE_COLUMNS = "statecode,statuscode,processstagename,stepname,comments"
 CONTRACT = {"queue": 2, "topic": 5}
 MESSAGE_FORMAT_JSON = 2
@@ -59,6 +64,8 @@ class Registration:
     kind: str = "queue"  # or "topic"
     endpoint_name: str = "ProcessSessionAudit"
     old_value_columns: str = DEFAULT_OLD_VALUE_COLUMNS
+    #: also register the Delete step (and its pre-image), so that deletions are recorded
+    delete_step: bool = False
 
     @property
     def namespace_name(self) -> str:
@@ -143,11 +150,16 @@ class Registrar:
             self._endpoint_body(registration),
             label=f"service endpoint {registration.endpoint_name}",
         )
-        for message in ("Create", "Update"):
+        messages = (
+            ("Create", "Update", "Delete") if registration.delete_step else ("Create", "Update")
+        )
+        for message in messages:
             step_id = self._step(message, endpoint_id)
             if message == "Update":
                 self._image(step_id, "PostImage", IMAGE_POST, POST_IMAGE_COLUMNS)
                 self._image(step_id, "PreImage", IMAGE_PRE, registration.old_value_columns)
+            elif message == "Delete":  # a deleted row has no post-image
+                self._image(step_id, "PreImage", IMAGE_PRE, DELETE_IMAGE_COLUMNS)
         return self.report
 
     @staticmethod

@@ -248,6 +248,25 @@ def audit_value(value: Any, formatted: str | None = None) -> Any:
             return str(value)
 
 
+def _deleted_values(
+    context: RemoteExecutionContext, redact: frozenset[str]
+) -> list[dict[str, Any]]:
+    """A Delete's changes: each column its pre-image held, as the value it had when the
+    row was deleted (old, known; new null). Other messages without a Target: none."""
+    if ascii_lower(context.message_name) != "delete":
+        return []
+    seen: dict[str, dict[str, Any]] = {}
+    for image in context.pre_entity_images.values():
+        for column in sorted(image.attributes):
+            if column in seen or column.lower() == "processsessionid":
+                continue
+            old = audit_value(image.attributes[column], image.formatted_values.get(column))
+            if column.lower() in redact and old is not None:
+                old = REDACTED
+            seen[column] = {"column": column, "old": old, "new": None, "old_known": True}
+    return [seen[column] for column in sorted(seen)]
+
+
 def changes_of(
     context: RemoteExecutionContext, redact: frozenset[str] = frozenset()
 ) -> list[dict[str, Any]]:
@@ -258,7 +277,7 @@ def changes_of(
     """
     target = context.target
     if target is None:
-        return []
+        return _deleted_values(context, redact)
     primary_key = f"{ascii_lower(target.logical_name)}id"
     attributes, formatted = target.attributes, target.formatted_values
     # the first pre-image holding each column, in one pass over the images (asking every

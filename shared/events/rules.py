@@ -22,6 +22,9 @@ PROCESSSESSION = "processsession"
 BANK_ACCOUNT = "sample_bankaccount"
 REGARDING = "regardingobjectid"
 AUDITED_MESSAGES = frozenset({"create", "update"})
+#: a session's deletion, recorded when the operator registers the Delete step with a
+#: pre-image (``psaudit register --delete-step``): its regarding comes from that image
+DELETE = "delete"
 
 
 class RegardingSource(StrEnum):
@@ -84,7 +87,10 @@ def judge(context: RemoteExecutionContext, context_was_trimmed: bool = False) ->
     """Apply the verdict rules in order; the first that matches decides."""
     if ascii_lower(context.primary_entity_name) != PROCESSSESSION:
         return Judgement(Verdict.IGNORED, Reason.NOT_PROCESSSESSION)
-    if ascii_lower(context.message_name) not in AUDITED_MESSAGES:
+    message = ascii_lower(context.message_name)
+    if message == DELETE:
+        return _judge_delete(context, context_was_trimmed)
+    if message not in AUDITED_MESSAGES:
         return Judgement(Verdict.IGNORED, Reason.MESSAGE_OUT_OF_SCOPE)
     target = context.input_parameters.get("Target")
     if target is not None and not isinstance(target, Entity):
@@ -125,3 +131,28 @@ def first_image_holding(images: dict[str, Entity], column: str) -> Entity | None
         if column in image.attributes:
             return image
     return None
+
+
+def _judge_delete(context: RemoteExecutionContext, context_was_trimmed: bool) -> Judgement:
+    """A session's Delete: its Target is a reference to the session; the regarding record is
+    the pre-image's (a deleted row has no post-image). Without an image holding it, the
+    deletion is recorded as ``regarding_not_in_message``: register the step's pre-image."""
+    target = context.input_parameters.get("Target")
+    if target is not None and not isinstance(target, EntityReference):
+        raise MalformedMessage(
+            Reason.SCHEMA_VIOLATION,
+            f"InputParameters['Target'] of a Delete is a {type(target).__name__}, not an "
+            "EntityReference",
+        )
+    image = first_image_holding(context.pre_entity_images, REGARDING)
+    if image is None:
+        reason = (
+            Reason.CONTEXT_TRUNCATED if context_was_trimmed else Reason.REGARDING_NOT_IN_MESSAGE
+        )
+        return Judgement(Verdict.REJECTED, reason)
+    alias = next(a for a, i in context.pre_entity_images.items() if i is image)
+    value = _as_reference(image.attributes[REGARDING], f"PreEntityImages[{alias!r}]")
+    regarding = Regarding(value, RegardingSource.PRE_IMAGE, alias)
+    if value is None:
+        return Judgement(Verdict.REJECTED, Reason.REGARDING_NOT_IN_MESSAGE, regarding)
+    return judge_reference(regarding)

@@ -243,6 +243,8 @@ def reconcile(
                     "modifiedon": iso_utc(entry.operation_created_on),
                     "regarding_logical_name": entry.regarding_logical_name,
                     "regarding_id": entry.regarding_id,
+                    # the trail explains it: the session's deletion is recorded
+                    "deletion_recorded": entry.message_name == "Delete",
                 }
             )
     return result

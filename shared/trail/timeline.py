@@ -87,6 +87,8 @@ def change_line(change: Change, message_name: str = "Update") -> str:
     new = describe(change.new)
     if message_name == "Create":
         return f"{visible(change.column)}: {new}"
+    if message_name == "Delete":  # the value the row held when it was deleted
+        return f"{visible(change.column)}: {describe(change.old)} (when deleted)"
     old = describe(change.old) if change.captured(message_name) else NOT_CAPTURED
     return f"{visible(change.column)}: {old} {ARROW} {new}"
 
@@ -110,6 +112,8 @@ def event_lines(entry: AuditEntry) -> list[str]:
         if entry.regarding_name:
             regarding += f" {visible(entry.regarding_name)}"
         lines.append(regarding + f" (from {entry.regarding_source})")
+    if entry.message_name == "Delete":
+        lines.append("deleted: the session was deleted in Dataverse")
     if entry.origin != "event":
         lines.append(f"origin: {entry.origin} (read from Dataverse; old values unknown)")
     lines += [change_line(c, entry.message_name) for c in entry.changes] or ["no column changed"]
