@@ -20,12 +20,12 @@ def _cli(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProces
 def test_run_twice_adds_no_entries_the_second_time(tmp_path):
     db = tmp_path / "audit.sqlite3"
     first = _cli("run", db=db)
-    assert "4 accepted, 2 rejected, 2 ignored, 1 dead-lettered" in first.stdout
-    assert "6 new entries" in first.stdout
-    assert "holds 6" in first.stdout
+    assert "5 accepted, 2 rejected, 1 ignored, 1 dead-lettered" in first.stdout
+    assert "7 new entries" in first.stdout
+    assert "holds 7" in first.stdout
     second = _cli("run", db=db)
     assert "0 new entries" in second.stdout
-    assert "holds 6" in second.stdout
+    assert "holds 7" in second.stdout
 
 
 def test_run_accepts_files_and_folders(tmp_path):
@@ -42,7 +42,7 @@ def test_entries_reads_the_trail_as_jsonl_and_filters(tmp_path):
     _cli("run", db=db)
     lines = _cli("entries", "--format", "jsonl", db=db).stdout.splitlines()
     entries = [json.loads(line) for line in lines]
-    assert len(entries) == 6
+    assert len(entries) == 7
     assert [e["operation_created_on"] for e in entries] == sorted(
         e["operation_created_on"] for e in entries
     )
@@ -51,14 +51,15 @@ def test_entries_reads_the_trail_as_jsonl_and_filters(tmp_path):
     ).stdout.splitlines()
     assert [json.loads(x)["processsession_id"] for x in one] == [
         "1b9e7c4d-2a3f-ef11-9f89-000d3a5c2b71",
+        "7d9f1b3c-2c3f-ef11-9f89-000d3a5c2b71",  # a session of it, deleted (json-delete)
         "66b8dafc-2c3f-ef11-9f89-000d3a5c2b71",  # the .NETBinary sample, same bank account
     ]
     ranged = _cli(
         "entries", "--since", "2024-11-28", "--until", "2024-12-01", "--format", "jsonl", db=db
     ).stdout.splitlines()
-    assert len(ranged) == 2
+    assert len(ranged) == 3  # two Creates and the deletion of 2024-11-30
     table = _cli("entries", "--format", "table", db=db).stdout
-    assert "audit trail: 6 entries" in table
+    assert "audit trail: 7 entries" in table
 
 
 def test_inspect_finds_the_properties_file_beside_the_body(tmp_path):
@@ -93,8 +94,8 @@ def test_export_streams_the_trail_to_a_file(tmp_path):
     out.parent.mkdir()  # a folder that does not exist is refused (tests/test_timeline.py)
     result = _cli("export", "--output", str(out), "--since", "2024-11-27T00:00:00Z", db=db)
     lines = out.read_text().splitlines()
-    assert len(lines) == 5
-    assert "exported 5 entries" in result.stderr
+    assert len(lines) == 6
+    assert "exported 6 entries" in result.stderr
     assert not out.with_name("trail.jsonl.partial").exists()
 
 
@@ -109,10 +110,10 @@ def test_table_store_from_the_command_line(azurite, tmp_path):
         return run_cli(*args, env=env_store)
 
     first = cli("run")
-    assert "6 new entries; the store (table " in first.stdout
-    assert "holds 6" in cli("run").stdout
+    assert "7 new entries; the store (table " in first.stdout
+    assert "holds 7" in cli("run").stdout
     exported = cli("export").stdout.splitlines()
-    assert len(exported) == 6
+    assert len(exported) == 7
     assert azurite.connection_string not in first.stdout + first.stderr
 
 
@@ -231,7 +232,7 @@ def test_the_installed_command_works_from_any_folder(tmp_path):
     run = subprocess.run(
         [str(command), "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
-    assert "4 accepted, 2 rejected, 2 ignored, 1 dead-lettered" in run.stdout  # bundled samples
+    assert "5 accepted, 2 rejected, 1 ignored, 1 dead-lettered" in run.stdout  # bundled samples
     for args in (["entries"], ["export"], ["inspect", str(SAMPLES / "json-delete.body")]):
         done = subprocess.run(
             [str(command), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
@@ -250,7 +251,7 @@ def test_at_80_columns_the_table_shortens_ids_and_piped_output_is_json_lines(tmp
     assert "ids shortened" in narrow.stdout
     assert "1b9e7c4d…" in narrow.stdout
     piped = _cli("entries", db=db).stdout.splitlines()
-    assert len(piped) == 6
+    assert len(piped) == 7
     assert {json.loads(line)["verdict"] for line in piped} == {"accepted", "rejected"}
 
 

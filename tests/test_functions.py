@@ -146,7 +146,7 @@ def test_each_sample_is_settled_by_its_outcome(trigger, wired, samples, store):
     truncated = by_id[samples["malformed-truncated"].message.message_id]
     assert truncated[2] == "malformed_json"
     assert len(truncated[3]) <= MAX_DESCRIPTION
-    assert store.count() == 6
+    assert store.count() == 7
 
 
 def test_store_outage_abandons_and_never_completes(wired, samples, store):
@@ -222,7 +222,7 @@ def test_a_mixed_batch_is_written_once_and_settled_message_by_message(wired, sam
     assert CountingStore.writes == 1
     kinds = sorted(call[0] for call in actions.calls)
     assert kinds == ["complete"] * 8 + ["deadletter"]
-    assert store.count() == 6
+    assert store.count() == 7
 
 
 def test_a_store_failure_in_a_batch_completes_no_message_that_has_an_entry(wired, samples, store):

@@ -159,8 +159,10 @@ def test_a_batch_of_every_sample_is_settled_by_its_verdict(host: FunctionsHost) 
     )
     assert status == 200
     binary = samples["binary-create-bankaccount"].expected  # the same bank account
+    deleted = samples["json-delete"].expected  # the deletion of a session of that account
     assert [e["processsession_id"] for e in page["entries"]] == [
         accepted["processsession_id"],
+        deleted["processsession_id"],
         binary["processsession_id"],
     ]
 

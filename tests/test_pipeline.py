@@ -28,7 +28,7 @@ def test_samples_settle_by_their_own_outcome(store, samples):
     }
     assert outcomes["malformed-truncated"].dead_letter_reason == "malformed_json"
     assert "line 1" in outcomes["malformed-truncated"].description
-    assert store.count() == 6
+    assert store.count() == 7
 
 
 def test_store_outage_retries_every_message_with_an_entry_then_stores_each_once(store, samples):
@@ -38,7 +38,7 @@ def test_store_outage_retries_every_message_with_an_entry_then_stores_each_once(
     flaky.down = True
     outcomes = pipe.handle(messages)
     retried = [o for o in outcomes if o.settlement is Settlement.RETRY]
-    assert len(retried) == 6
+    assert len(retried) == 7
     assert all(o.decision.entry is not None for o in retried)
     assert all("simulated outage" in (o.description or "") for o in retried)
     assert store.count() == 0
@@ -51,7 +51,7 @@ def test_store_outage_retries_every_message_with_an_entry_then_stores_each_once(
     redelivered = [o.message for o in retried]
     assert {o.settlement for o in pipe.handle(redelivered)} == {Settlement.COMPLETE}
     assert pipe.handle(redelivered)
-    assert store.count() == 6
+    assert store.count() == 7
 
 
 def test_a_bug_dead_letters_that_message_only(store, samples, monkeypatch):
@@ -68,7 +68,7 @@ def test_a_bug_dead_letters_that_message_only(store, samples, monkeypatch):
     assert broken.decision.verdict is Verdict.MALFORMED
     assert broken.decision.reason is Reason.INTERNAL_ERROR
     assert broken.settlement is Settlement.DEAD_LETTER
-    assert store.count() == 5
+    assert store.count() == 6
 
 
 def test_same_event_twice_in_one_batch_stores_one_entry(store, samples):

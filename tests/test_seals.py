@@ -210,7 +210,7 @@ def test_run_seal_verify_through_the_cli(tmp_path):
     assert good.returncode == 0, good.stderr
     report = json.loads(good.stdout)
     assert report["problems"] == []
-    assert report["entries"] == 6
+    assert report["entries"] == 7
     assert report["windows"] == 1
     wrong = _cli(["--db", db, "verify", "--format", "json"], {"AUDIT_TRAIL_KEY": OTHER})
     assert wrong.returncode == 1

@@ -36,7 +36,7 @@ def test_every_sample_travels_through_the_broker(servicebus, store):
     assert send(servicebus, source, [s.message for s in samples.values()]) == 9
     stats = Worker(servicebus, Pipeline(store), source, max_wait_time=2).run(until_idle=True)
     assert len(stats.outcomes) == 9
-    assert store.count() == 6
+    assert store.count() == 7
     dead = {m.message_id: m for m in peek_dead_letters(servicebus, source)}
     assert {m.dead_letter_reason for m in dead.values()} == {"malformed_json"}
     truncated = dead[samples["malformed-truncated"].message.message_id]
@@ -176,7 +176,7 @@ def test_command_line_send_worker_and_dlq(broker, tmp_path):
 
     assert "sent 9 message(s) to queue cli" in cli("send").stderr
     worker = cli("worker", "--until-idle", "--max-wait", "2")
-    assert "4 accepted, 2 rejected, 2 ignored, 1 dead-lettered" in worker.stdout
+    assert "5 accepted, 2 rejected, 1 ignored, 1 dead-lettered" in worker.stdout
     peek = cli("dlq", "peek").stdout
     assert "malformed_json" in peek
     dry = cli("dlq", "replay", "--reason", "malformed_json", "--dry-run")
@@ -289,7 +289,7 @@ def test_the_worker_stops_after_max_messages_and_holds_none_beyond(broker, tmp_p
     rest = run_cli("worker", "--until-idle", "--max-wait", "2", env=env)
     assert f"{len(valid) - 5} message(s) from queue bounded" in rest.stdout
     with sqlite3.connect(tmp_path / "a.sqlite3") as db:
-        assert db.execute("select count(*) from audit_entries").fetchone()[0] == 6
+        assert db.execute("select count(*) from audit_entries").fetchone()[0] == 7
 
 
 @pytest.mark.parametrize(

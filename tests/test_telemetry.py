@@ -75,7 +75,7 @@ def test_counters_per_verdict_and_a_duration_histogram(store):
     for point in metrics["processsession_audit.messages"].data.data_points:
         verdict = point.attributes["verdict"]
         counts[verdict] = counts.get(verdict, 0) + point.value
-    assert counts == {"accepted": 4, "rejected": 2, "ignored": 2, "malformed": 1}
+    assert counts == {"accepted": 5, "rejected": 2, "ignored": 1, "malformed": 1}
     histogram = metrics["processsession_audit.processing.duration"].data.data_points
     assert sum(p.count for p in histogram) == 9
     assert all(p.sum > 0 for p in histogram)
