@@ -6,6 +6,7 @@ bootstrap or the CLI), never at import time.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,6 +21,15 @@ from shared.keys import KeyRing, parse_key
 DEFAULT_MAX_BODY_BYTES = 262_144
 #: Real contexts nest about 20 levels (samples/README.md, rule 2).
 DEFAULT_MAX_NESTING_DEPTH = 100
+
+
+def default_trail_path() -> Path:
+    """One trail wherever you stand: ``$XDG_DATA_HOME/psaudit/audit.sqlite3`` (the XDG base
+    directory rule: ``~/.local/share`` when it is unset or not absolute), never a path
+    relative to the current folder."""
+    configured = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(configured) if configured and Path(configured).is_absolute() else None
+    return (base or Path.home() / ".local" / "share") / "psaudit" / "audit.sqlite3"
 
 
 class StoreKind(StrEnum):
@@ -38,7 +48,9 @@ class Settings(BaseSettings):
 
     audit_store: StoreKind = Field(StoreKind.SQLITE, description="AUDIT_STORE: sqlite | table")
     audit_sqlite_path: Path = Field(
-        Path(".data/audit.sqlite3"), description="AUDIT_SQLITE_PATH: SQLite file of the trail"
+        default_factory=lambda: default_trail_path(),
+        description="AUDIT_SQLITE_PATH: SQLite file of the trail (default: the user's data "
+        "folder, the same wherever the command runs)",
     )
     audit_seal_container_id: str | None = Field(
         None,

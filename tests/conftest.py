@@ -250,3 +250,17 @@ def run_cli(
         timeout=timeout,
         check=check,
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _a_data_folder_of_the_tests_own(tmp_path_factory):
+    """The default trail lives in the user's data folder (XDG_DATA_HOME): the tests get one
+    of their own, so that no test reads or writes a person's real trail."""
+    folder = tmp_path_factory.mktemp("xdg-data")
+    before = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = before

@@ -402,3 +402,36 @@ def test_verify_names_each_problems_entry_by_date_session_and_account(tmp_path):
     named = next(p for p in report["problems"] if p.get("entry_id") == entry_id)
     assert named["entry"]["processsession_id"] == session
     assert named["entry"]["regarding_id"] == regarding
+
+
+def test_one_trail_wherever_you_stand(tmp_path):
+    """Without AUDIT_SQLITE_PATH the trail is the user's (XDG_DATA_HOME), whatever the current
+    folder: run from one folder, read from another, the same entries; summaries name it."""
+    import os
+    import sys
+
+    data = tmp_path / "data"
+    env = {**os.environ, "XDG_DATA_HOME": str(data), "COLUMNS": "200"}
+    env.pop("AUDIT_SQLITE_PATH", None)
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+
+    def psaudit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", *args],
+            cwd=cwd,
+            env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+    ran = psaudit("run", cwd=tmp_path)
+    trail = data / "psaudit" / "audit.sqlite3"
+    assert str(trail) in ran.stdout  # the summary says which trail
+    assert trail.is_file()
+    exported = psaudit("export", cwd=elsewhere).stdout.splitlines()
+    assert len(exported) == 7
+    assert not (tmp_path / ".data").exists()
+    assert not (elsewhere / ".data").exists()

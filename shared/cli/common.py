@@ -36,7 +36,7 @@ def store_label(settings: Settings) -> str:
 
 
 def store_summary(settings: Settings, before: int, after: int) -> str:
-    """``5 new entries; the store (sqlite .data/audit.sqlite3) holds 5``."""
+    """``5 new entries; the store (sqlite ~/.local/share/psaudit/audit.sqlite3) holds 5``."""
     return f"{after - before} new entries; the store ({store_label(settings)}) holds {after}"
 
 

@@ -207,7 +207,8 @@ def add_commands(commands: Commands) -> None:
     run = commands.add_parser(
         "run",
         help="process message files into the audit store",
-        description="Example: psaudit run samples/ (each NAME.body with NAME.properties.json)",
+        description="Example: psaudit run ./messages/ (each NAME.body with its "
+        "NAME.properties.json); with no path, the bundled samples",
     )
     paths_argument(run)
     run.add_argument(
@@ -218,7 +219,8 @@ def add_commands(commands: Commands) -> None:
     inspect = commands.add_parser(
         "inspect",
         help="decide one message; print one JSON object",
-        description="Example: psaudit inspect samples/json-update-no-regarding.body",
+        description="Example: psaudit inspect ./message.body (NAME.properties.json beside it "
+        "gives its content type and properties)",
     )
     inspect.add_argument("body", type=Path, help="the message body file")
     inspect.add_argument(
@@ -262,7 +264,8 @@ def add_commands(commands: Commands) -> None:
     send = commands.add_parser(
         "send",
         help="post message files as Dataverse would",
-        description="Example: psaudit send --queue processsession-events samples/",
+        description="Example: psaudit send --queue processsession-events ./messages/ (no path: "
+        "the bundled samples)",
     )
     entity_options(send, subscription=False)
     paths_argument(send)

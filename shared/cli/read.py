@@ -363,7 +363,7 @@ def add_commands(commands: Commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve the timeline pages and the JSON read API on this machine",
-        description="Example: psaudit --db .data/audit.sqlite3 serve --port 7071, then open "
+        description="Example: psaudit serve --port 7071, then open "
         "http://127.0.0.1:7071/ (no key on loopback; the Functions app is what serves others)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
