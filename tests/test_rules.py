@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -189,7 +190,7 @@ def test_untrusted_organization_is_malformed_and_trusted_one_passes():
     assert evaluate(json_message(document), own).verdict is Verdict.ACCEPTED
 
 
-def _delete(pre: list[tuple[str, dict]] | None) -> dict:
+def _delete(pre: list[tuple[str, dict[str, Any]]] | None) -> dict[str, Any]:
     document = sample_document()
     document["MessageName"] = "Delete"
     session = document["PrimaryEntityId"]

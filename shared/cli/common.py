@@ -190,3 +190,33 @@ def time_range_options(parser: argparse.ArgumentParser) -> None:
 
 #: The ``psaudit`` subcommands action each group adds its commands to.
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def text_width() -> int | None:
+    """The width to wrap text at: the terminal's, or COLUMNS when set; None (no wrapping)
+    when piped with no COLUMNS."""
+    import os
+    import shutil
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def say(line: str) -> None:
+    """One logical line on stdout, wrapped between words at the terminal's width (ids and
+    words whole; following lines indented), as is when piped."""
+    import textwrap
+
+    width = text_width()
+    if width is None:
+        print(line)
+        return
+    for part in textwrap.wrap(
+        line,
+        width=max(width, 20),
+        subsequent_indent="    ",
+        break_on_hyphens=False,
+        break_long_words=True,
+    ) or [""]:
+        print(part)

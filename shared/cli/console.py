@@ -12,13 +12,15 @@ import logging
 import os
 import re
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.logging import RichHandler
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -95,7 +97,7 @@ def _verdict(verdict: Verdict) -> Text:
     return Text(verdict.value, style=_STYLE[verdict.value])
 
 
-def outcomes_table(labels: Sequence[str], outcomes: Sequence[Outcome], title: str) -> Table:
+def outcomes_table(labels: Sequence[str], outcomes: Sequence[Outcome], title: str) -> Adaptive:
     """One row per message: verdict, reason, settlement, entry id or description."""
     table = Table(title=plain(title))
     for column in ("message", "verdict", "reason", "settlement", "entry_id / description"):
@@ -115,7 +117,7 @@ def outcomes_table(labels: Sequence[str], outcomes: Sequence[Outcome], title: st
                 else (outcome.description or "")
             ),
         )
-    return table
+    return Adaptive(table)
 
 
 def summary(outcomes: Iterable[Outcome]) -> str:
@@ -144,19 +146,64 @@ def _columns(columns: list[str], shown: int = 4) -> str:
     return ", ".join(columns[:shown]) + f" (+{len(columns) - shown} more)"
 
 
-def _id(value: object, short: bool) -> str:
-    text = str(value)
-    return text[:8] + "…" if short and len(text) > 9 else text
+def _id(value: object, short: bool = False) -> str:
+    """An id, whole: it must be copyable into another command (``short`` is kept for the
+    callers' signature and no longer shortens)."""
+    return str(value)
 
 
-def entries_table(entries: Sequence[AuditEntry | Checked], width: int = 160) -> Table:
+class Adaptive:
+    """A table that stays whole at any width: drawn as a table when every cell fits the
+    console, else as stacked blocks (``column: value`` lines, wrapped between words, ids
+    whole), so that nothing is cut mid-word and no line passes the terminal's width."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __getattr__(self, name: str) -> Any:  # add_row, columns, title... of the table
+        return getattr(self.table, name)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        wide = options.update_width(100_000)  # the width every cell would take, unfolded
+        if Measurement.get(console, wide, self.table).maximum <= options.max_width:
+            yield self.table
+            return
+        width = max(options.max_width, 20)
+        title = self.table.title
+        if title:
+            for line in _wrap(str(title.plain if isinstance(title, Text) else title), width):
+                yield Text(line, no_wrap=True, overflow="ignore")
+        headers = [str(c.header) for c in self.table.columns]
+        cells = [list(c.cells) for c in self.table.columns]
+        for index in range(self.table.row_count):
+            yield Text("")
+            for header, column in zip(headers, cells, strict=True):
+                value = column[index]
+                shown = value.plain if isinstance(value, Text) else str(value)
+                shown = " ".join(shown.split("\n")).strip()
+                if not shown:
+                    continue
+                for line in _wrap(f"{header}: {shown}", width):
+                    yield Text(line, no_wrap=True, overflow="ignore")
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    """Between words only; a word longer than the whole width (rare: no id is) is broken."""
+    return textwrap.wrap(
+        line,
+        width=width,
+        subsequent_indent="    ",
+        break_on_hyphens=False,
+        break_long_words=True,
+    ) or [""]
+
+
+def entries_table(entries: Sequence[AuditEntry | Checked], width: int = 160) -> Adaptive:
     """The audit trail, oldest first; under 120 columns ids are shortened to their first 8
     characters (``--format jsonl`` has them whole). An entry that failed its check against
     the sealed entry says so in its verdict cell."""
-    short = width < 120
+    short = False  # ids stay whole: narrow consoles get the stacked layout instead
     title = f"audit trail: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
-    if short:
-        title += " (ids shortened; --format jsonl for whole ids)"
     table = Table(title=title)
     for column in (
         "when (UTC)",
@@ -186,10 +233,10 @@ def entries_table(entries: Sequence[AuditEntry | Checked], width: int = 160) -> 
             else "-",
             plain(_columns([escape_controls(c.column) for c in e.changes])),
         )
-    return table
+    return Adaptive(table)
 
 
-def dead_letter_table(messages: Sequence[Any], title: str) -> Table:
+def dead_letter_table(messages: Sequence[Any], title: str) -> Adaptive:
     """Dead-lettered Service Bus messages: id, reason, description, enqueued, deliveries."""
     table = Table(title=plain(title))
     for column in ("message id", "reason", "description", "enqueued (UTC)", "deliveries"):
@@ -203,14 +250,14 @@ def dead_letter_table(messages: Sequence[Any], title: str) -> Table:
             enqueued,
             str(m.delivery_count),
         )
-    return table
+    return Adaptive(table)
 
 
-def reconcile_table(found: dict[str, Any], width: int = 160) -> Table:
+def reconcile_table(found: dict[str, Any], width: int = 160) -> Adaptive:
     """reconcile's findings (its JSON), one row per session: missing, behind, unresolved (the
     trail lacks the regarding), only in trail, and entries dated in the future (implausible);
     under 120 columns ids are shortened (``--format json`` has them whole)."""
-    short = width < 120
+    short = False  # ids stay whole: narrow consoles get the stacked layout instead
     rows = [
         (kind, item)
         for kind in ("missing", "behind", "unresolved", "only_in_trail")
@@ -241,4 +288,4 @@ def reconcile_table(found: dict[str, Any], width: int = 160) -> Table:
             plain(escape_controls(item["modifiedon"])),
             plain(regarding),
         )
-    return table
+    return Adaptive(table)

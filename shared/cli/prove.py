@@ -14,6 +14,7 @@ from shared.cli.common import (
     Handler,
     check_range,
     output_format,
+    say,
     store_label,
     time_range_options,
 )
@@ -63,9 +64,9 @@ def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report, ensure_ascii=True))
     else:
         for problem in found:
-            print(escape_controls(str(problem)))
+            say(escape_controls(str(problem)))
         verdict = "every view agrees with the entries" if not left else f"{len(left)} problem(s)"
-        print(
+        say(
             f"{report['store']}: {report['entries']} entries; {verdict}"
             + (f" (repaired {len(found)})" if report["repaired"] else "")
         )
@@ -192,10 +193,10 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report.to_json(), ensure_ascii=True))
     else:
         for problem in report.problems:
-            print(escape_controls(f"{problem.kind}: {problem.where()}: {problem.detail}"))
+            say(escape_controls(f"{problem.kind}: {problem.where()}: {problem.detail}"))
         state = "intact" if not report.problems else f"{len(report.problems)} problem(s)"
         adopted = f", {report.adopted} adopted (written without a key)" if report.adopted else ""
-        print(
+        say(
             f"{report.entries} entries in {report.windows} sealed window(s), "
             f"{report.unsealed} not sealed yet{adopted}: {state}"
         )

@@ -18,6 +18,7 @@ from shared.cli.common import (
     output_format,
     record_guid,
     table_or_jsonl_option,
+    text_width,
     time_range_options,
     write_jsonl,
 )
@@ -206,17 +207,6 @@ def _check_output(path: Path, force: bool = False) -> None:
         raise ValueError(f"--output {path} exists; add --force to replace it")
 
 
-def _text_width() -> int | None:
-    """The width to wrap text at: the terminal's, or COLUMNS when set; None (no wrapping)
-    when piped with no COLUMNS."""
-    import os
-    import shutil
-
-    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit():
-        return shutil.get_terminal_size().columns
-    return None
-
-
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM."""
     from shared.dataverse.webapi import _loopback
@@ -279,7 +269,7 @@ def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
                 if args.id
                 else f"timeline of session {args.session}"
             )
-            width = _text_width()
+            width = text_width()
             count = 0
             for line in timeline_text(entries, width or 1_000_000, title):
                 count += line == ""
