@@ -6,6 +6,7 @@ import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from shared.dataverse.names import Namer
     from shared.pipeline import Pipeline
     from shared.settings import Settings
 
@@ -36,3 +37,18 @@ def pipeline() -> Pipeline:
 def lock_renewal_seconds() -> float:
     """How often a batch's locks are renewed while it is processed (AUDIT_LOCK_RENEWAL_SECONDS)."""
     return settings().audit_lock_renewal_seconds
+
+
+@functools.cache
+def names() -> Namer:
+    """Names from Dataverse for the timeline page (DATAVERSE_URL; none without it), cached
+    for the worker process's life with the reader's TTL."""
+    from shared.trail.timeline import NO_NAMES
+
+    url = settings().dataverse_url
+    if not url:
+        return NO_NAMES
+    from shared.dataverse.names import NameReader
+    from shared.dataverse.webapi import build_web_api
+
+    return NameReader(build_web_api(url, budget=10.0))

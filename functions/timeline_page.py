@@ -36,6 +36,7 @@ def respond(view_name: str, req: func.HttpRequest) -> func.HttpResponse:
             params,
             dataverse_url=runtime.settings().dataverse_url,
             keep=keep,
+            names=runtime.names(),
         )
     except TransientError as exc:
         log.warning("timeline read failed: %s", exc)

@@ -105,6 +105,13 @@ class DataverseDouble:
         self.drop_annotations = False
         #: rows also carry regardingobjecttypecode (the documented column of the table)
         self.type_code_column = True
+        #: systemusers by id: their fullname (``systemusers(<id>)?$select=fullname``)
+        self.users: dict[str, str] = {}
+        #: metadata by table: {"DisplayNames": {column: label}, "Choices": {(kind, column):
+        #: {value: label}}, "PrimaryNameAttribute", "EntitySetName"}; rows of other tables
+        #: in ``records`` by entity set
+        self.metadata: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         for name in ("Create", "Update", "Delete"):
             message_id = self._insert("sdkmessages", {"name": name})
@@ -244,6 +251,90 @@ class DataverseDouble:
             out[key] = row[key]
         return out
 
+    def _metadata_answer(self, handler: Any) -> bool:
+        """systemusers, EntityDefinitions and other tables' rows, in Microsoft's documented
+        shapes (.../webapi/query-metadata-web-api, .../webapi/retrieve-entity-using-web-api):
+        True when it answered."""
+        path = unquote(urlparse(handler.path).path)[len(PREFIX) :]
+        user = re.fullmatch(r"systemusers\((" + _GUID + r")\)", path)
+        if user is not None:
+            name = self.users.get(user.group(1).lower())
+            if name is None:
+                handler._send(404, _error("0x80040217", "systemuser Does Not Exist"))
+            else:
+                handler._send(200, {"systemuserid": user.group(1), "fullname": name})
+            return True
+        table = re.fullmatch(
+            r"EntityDefinitions\(LogicalName='(\w+)'\)(/Attributes(?:/Microsoft\.Dynamics\.CRM\.(\w+))?)?",
+            path,
+        )
+        if table is not None:
+            meta = self.metadata.get(table.group(1))
+            if meta is None:
+                handler._send(404, _error("0x80040217", "Could not find an entity"))
+            elif table.group(2) is None:
+                handler._send(
+                    200,
+                    {
+                        "PrimaryNameAttribute": meta.get("PrimaryNameAttribute"),
+                        "EntitySetName": meta.get("EntitySetName"),
+                    },
+                )
+            elif table.group(3) is None:
+                handler._send(
+                    200,
+                    {
+                        "value": [
+                            {
+                                "LogicalName": column,
+                                "DisplayName": {
+                                    "UserLocalizedLabel": {"Label": label, "LanguageCode": 1033},
+                                    "LocalizedLabels": [],
+                                },
+                            }
+                            for column, label in meta.get("DisplayNames", {}).items()
+                        ]
+                    },
+                )
+            else:
+                kind = table.group(3)
+                handler._send(
+                    200,
+                    {
+                        "value": [
+                            {
+                                "LogicalName": column,
+                                "OptionSet": {
+                                    "Options": [
+                                        {
+                                            "Value": value,
+                                            "Label": {
+                                                "UserLocalizedLabel": {
+                                                    "Label": label,
+                                                    "LanguageCode": 1033,
+                                                }
+                                            },
+                                        }
+                                        for value, label in options.items()
+                                    ]
+                                },
+                            }
+                            for (of_kind, column), options in meta.get("Choices", {}).items()
+                            if of_kind == kind
+                        ]
+                    },
+                )
+            return True
+        row = re.fullmatch(r"(\w+)\((" + _GUID + r")\)", path)
+        if row is not None and row.group(1) in self.records:
+            found = self.records[row.group(1)].get(row.group(2).lower())
+            if found is None:
+                handler._send(404, _error("0x80040217", "Does Not Exist"))
+            else:
+                handler._send(200, found)
+            return True
+        return False
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         double = self
 
@@ -333,6 +424,8 @@ class DataverseDouble:
                     double.hostile.popleft()(self)
                     return
                 if not self._admitted(None):
+                    return
+                if double._metadata_answer(self):
                     return
                 entity_set, row_id = self._route()
                 if entity_set not in KEYS:

@@ -27,6 +27,7 @@ from shared.cli.console import (
     entries_table,
     escape_controls,
 )
+from shared.dataverse.names import Namer
 from shared.events.entry import AuditEntry
 from shared.settings import Settings
 from shared.stores import AuditStore, build_store
@@ -37,6 +38,7 @@ from shared.trail.reading import (
     live_reader,
     without_superseded,
 )
+from shared.trail.timeline import NO_NAMES
 from shared.verdicts import Verdict
 
 
@@ -86,6 +88,29 @@ def iter_entries(
             until is None or entry.operation_created_on < until
         ):
             yield item
+
+
+def _names(settings: Settings) -> Namer:
+    """Names from Dataverse (DATAVERSE_URL): users, column display names, choice labels, the
+    bank account's name; without it, none and no request. Unreachable: said once."""
+    if not settings.dataverse_url:
+        return NO_NAMES
+    from shared.dataverse.names import NameReader
+    from shared.dataverse.webapi import build_web_api
+
+    def unavailable(why: str) -> None:
+        print(
+            f"warning: names from Dataverse are unavailable ({escape_controls(why)}): ids and "
+            "logical names are shown",
+            file=sys.stderr,
+        )
+
+    api = build_web_api(
+        settings.dataverse_url,
+        budget=10.0,
+        max_answer_bytes=settings.dataverse_max_answer_bytes,
+    )
+    return NameReader(api, on_unavailable=unavailable)
 
 
 def _checks(settings: Settings) -> Checks:
@@ -166,11 +191,13 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
     return failed
 
 
-def _write_format(fmt: str, entries: Iterable[Checked], out: TextIO) -> int:
+def _write_format(
+    fmt: str, entries: Iterable[Checked], out: TextIO, names: Namer = NO_NAMES
+) -> int:
     if fmt == "csv":
         from shared.trail.timeline import write_csv
 
-        return write_csv(entries, out)
+        return write_csv(entries, out, names)
     return write_jsonl(entries, out)
 
 
@@ -182,12 +209,13 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     checks = _checks(settings)
     try:
         selected = _selected(store, checks, args)
+        names = _names(settings) if args.format == "csv" else NO_NAMES
         if args.output is None:
-            count = _write_format(args.format, selected, sys.stdout)
+            count = _write_format(args.format, selected, sys.stdout, names)
         else:
             partial = args.output.with_name(args.output.name + ".partial")
             with partial.open("w", encoding="utf-8", newline="") as out:
-                count = _write_format(args.format, selected, out)
+                count = _write_format(args.format, selected, out, names)
             partial.replace(args.output)  # a failed export never leaves a file that looks whole
     finally:
         store.close()
@@ -229,7 +257,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         serve(
-            store, args.host, args.port, settings.dataverse_url, on_listening=listening, stop=stop
+            store,
+            args.host,
+            args.port,
+            settings.dataverse_url,
+            on_listening=listening,
+            stop=stop,
+            names=_names(settings),
         )
     finally:
         store.close()
@@ -259,10 +293,11 @@ def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
         if args.verdict:
             entries = (e for e in entries if e.entry.verdict.value in args.verdict)
         fmt = args.format or "text"
+        names = _names(settings) if fmt != "jsonl" else NO_NAMES
         if fmt == "jsonl":
             count = write_jsonl(entries, sys.stdout)
         elif fmt == "csv":
-            count = write_csv(entries, sys.stdout)
+            count = write_csv(entries, sys.stdout, names)
         else:
             title = (
                 f"timeline of bank account {args.id}"
@@ -271,7 +306,7 @@ def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
             )
             width = text_width()
             count = 0
-            for line in timeline_text(entries, width or 1_000_000, title):
+            for line in timeline_text(entries, width or 1_000_000, title, names):
                 count += line == ""
                 print(line)
             count -= 1  # the blank line before the count

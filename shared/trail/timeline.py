@@ -16,10 +16,13 @@ import textwrap
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from shared.dataverse.names import Namer, NoNames
 from shared.events.entry import AuditEntry, Change
 from shared.trail.reading import ALTERED, UNSEALED, UNVERIFIED, Checked
 
 ARROW = "\u2192"
+#: no names: ids and logical names (no DATAVERSE_URL, or Dataverse unreachable)
+NO_NAMES: Namer = NoNames()
 #: what a spreadsheet would run as a formula when a cell begins with it (OWASP, CSV injection)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = (
@@ -34,6 +37,7 @@ CSV_COLUMNS = (
     "regarding_name",
     "regarding_source",
     "user_id",
+    "user_name",
     "initiating_user_id",
     "origin",
     "changes",
@@ -56,9 +60,10 @@ def visible(text: str) -> str:
     return _CONTROLS.sub(escape, text)
 
 
-def describe(value: Any) -> str:
+def describe(value: Any, column: str | None = None, names: Namer = NO_NAMES) -> str:
     """A change's value for people: a lookup by its name (else table and id), a choice by its
-    label (else its value), nothing as ``(empty)``, anything else as compact JSON."""
+    label (the message's, else the option set's read from Dataverse, else its value), nothing
+    as ``(empty)``, anything else as compact JSON."""
     if value is None:
         return "(empty)"
     if isinstance(value, str):
@@ -73,7 +78,9 @@ def describe(value: Any) -> str:
             shown = f"{value.get('logical_name')} {value.get('id')}"
             return visible(f"{name} ({shown})") if name else visible(shown)
         if "value" in value and set(value) <= {"value", "label"}:
-            label = value.get("label")
+            label = value.get("label") or (
+                names.choice(column, value["value"]) if column is not None else None
+            )
             return visible(str(label)) if label else str(value["value"])
     return visible(json.dumps(value, ensure_ascii=False, sort_keys=True))
 
@@ -81,42 +88,64 @@ def describe(value: Any) -> str:
 NOT_CAPTURED = "(not captured)"
 
 
-def change_line(change: Change, message_name: str = "Update") -> str:
+def column_name(column: str, names: Namer = NO_NAMES) -> str:
+    """A column for people: its display name with the logical name beside it, when known."""
+    display = names.column(column)
+    return f"{visible(display)} ({visible(column)})" if display else visible(column)
+
+
+def change_line(change: Change, message_name: str = "Update", names: Namer = NO_NAMES) -> str:
     """``column: old → new``; an old value that was not captured reads ``(not captured)``,
     never ``(empty)``; a Create has no old values and shows only the new one."""
-    new = describe(change.new)
+    column = column_name(change.column, names)
+    new = describe(change.new, change.column, names)
     if message_name == "Create":
-        return f"{visible(change.column)}: {new}"
+        return f"{column}: {new}"
     if message_name == "Delete":  # the value the row held when it was deleted
-        return f"{visible(change.column)}: {describe(change.old)} (when deleted)"
-    old = describe(change.old) if change.captured(message_name) else NOT_CAPTURED
-    return f"{visible(change.column)}: {old} {ARROW} {new}"
+        return f"{column}: {describe(change.old, change.column, names)} (when deleted)"
+    captured = change.captured(message_name)
+    old = describe(change.old, change.column, names) if captured else NOT_CAPTURED
+    return f"{column}: {old} {ARROW} {new}"
+
+
+def person(user_id: str, names: Namer = NO_NAMES) -> str:
+    """A user for people: the full name with the id beside it, when known."""
+    name = names.user(user_id)
+    return f"{visible(name)} ({user_id})" if name else user_id
+
+
+def regarding_name(entry: AuditEntry, names: Namer = NO_NAMES) -> str | None:
+    """The regarding record's name: the message's, else its primary name read from Dataverse."""
+    return entry.regarding_name or names.record(entry.regarding_logical_name, entry.regarding_id)
 
 
 def _when(entry: AuditEntry) -> str:
     return entry.operation_created_on.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def event_lines(entry: AuditEntry) -> list[str]:
+def event_lines(entry: AuditEntry, names: Namer = NO_NAMES) -> list[str]:
     """One event as logical lines (each wrapped later): header, who, what."""
     verdict = entry.verdict.value + (f" ({entry.reason.value})" if entry.reason else "")
     lines = [f"{_when(entry)}  {entry.message_name}  {verdict}"]
     name = visible(entry.processsession_name) if entry.processsession_name else "(no name)"
     lines.append(f"session: {name} {entry.processsession_id}")
-    who = f"user: {entry.user_id}"
+    who = f"user: {person(entry.user_id, names)}"
     if entry.initiating_user_id != entry.user_id:
-        who += f" initiated by {entry.initiating_user_id}"
+        who += f" initiated by {person(entry.initiating_user_id, names)}"
     lines.append(who)
     if entry.regarding_id:
         regarding = f"regarding: {entry.regarding_logical_name} {entry.regarding_id}"
-        if entry.regarding_name:
-            regarding += f" {visible(entry.regarding_name)}"
+        shown = regarding_name(entry, names)
+        if shown:
+            regarding += f" {visible(shown)}"
         lines.append(regarding + f" (from {entry.regarding_source})")
     if entry.message_name == "Delete":
         lines.append("deleted: the session was deleted in Dataverse")
     if entry.origin != "event":
         lines.append(f"origin: {entry.origin} (read from Dataverse; old values unknown)")
-    lines += [change_line(c, entry.message_name) for c in entry.changes] or ["no column changed"]
+    lines += [change_line(c, entry.message_name, names) for c in entry.changes] or [
+        "no column changed"
+    ]
     return lines
 
 
@@ -148,7 +177,9 @@ def seal_line(item: Checked) -> str | None:
     return None
 
 
-def timeline_text(entries: Iterable[AuditEntry | Checked], width: int, title: str) -> Iterator[str]:
+def timeline_text(
+    entries: Iterable[AuditEntry | Checked], width: int, title: str, names: Namer = NO_NAMES
+) -> Iterator[str]:
     """The timeline as text lines of at most ``width`` characters (but for longer words);
     an entry that failed its check says so in its own block."""
     yield from wrap(title, width, "")
@@ -156,7 +187,7 @@ def timeline_text(entries: Iterable[AuditEntry | Checked], width: int, title: st
     for item in map(checked, entries):
         count += 1
         yield ""
-        header, *rest = event_lines(item.entry)
+        header, *rest = event_lines(item.entry, names)
         yield from wrap(header, width, "")
         note = seal_line(item)
         if note is not None:
@@ -174,7 +205,7 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
-def csv_row(item: AuditEntry | Checked) -> list[str]:
+def csv_row(item: AuditEntry | Checked, names: Namer = NO_NAMES) -> list[str]:
     """One entry as CSV cells, changes flattened into one cell (``a: x → y; b: …``), with
     what a reader proved of it (``seal_status``, ``seal_problem``)."""
     shown = checked(item)
@@ -182,10 +213,12 @@ def csv_row(item: AuditEntry | Checked) -> list[str]:
     data = entry.to_json_dict()
     data["seal_status"] = shown.status
     data["seal_problem"] = shown.problem if shown.status == ALTERED else None
+    data["user_name"] = names.user(entry.user_id)
+    data["regarding_name"] = regarding_name(entry, names)
     cells: list[str] = []
     for column in CSV_COLUMNS:
         if column == "changes":
-            value = "; ".join(change_line(c, entry.message_name) for c in entry.changes)
+            value = "; ".join(change_line(c, entry.message_name, names) for c in entry.changes)
         else:
             raw = data.get(column)
             value = "" if raw is None else str(raw)
@@ -193,12 +226,14 @@ def csv_row(item: AuditEntry | Checked) -> list[str]:
     return cells
 
 
-def write_csv(entries: Iterable[AuditEntry | Checked], out: io.TextIOBase | Any) -> int:
+def write_csv(
+    entries: Iterable[AuditEntry | Checked], out: io.TextIOBase | Any, names: Namer = NO_NAMES
+) -> int:
     """A header and one row per entry; returns how many entries were written."""
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     count = 0
     for entry in entries:
-        writer.writerow(csv_row(entry))
+        writer.writerow(csv_row(entry, names))
         count += 1
     return count

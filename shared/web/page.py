@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from shared.dataverse.names import Namer
 from shared.events.entry import AuditEntry
 from shared.events.rules import BANK_ACCOUNT
 from shared.stores.base import AuditStore
@@ -36,7 +37,15 @@ from shared.trail.reading import (
     record_id,
     without_superseded,
 )
-from shared.trail.timeline import NOT_CAPTURED, describe, visible
+from shared.trail.timeline import (
+    NO_NAMES,
+    NOT_CAPTURED,
+    column_name,
+    describe,
+    person,
+    regarding_name,
+    visible,
+)
 
 DEFAULT_LIMIT = 50
 STYLE = """
@@ -156,13 +165,18 @@ class _Links:
 
 
 def _event(
-    entry: AuditEntry, view: TrailView, links: _Links, tampered: Mapping[str, str]
+    entry: AuditEntry,
+    view: TrailView,
+    links: _Links,
+    tampered: Mapping[str, str],
+    names: Namer = NO_NAMES,
 ) -> dict[str, Any]:
     regarding = None
     if entry.regarding_id:
         regarding = f"{entry.regarding_logical_name} {entry.regarding_id}"
-        if entry.regarding_name:
-            regarding += f" ({visible(entry.regarding_name)})"
+        shown = regarding_name(entry, names)
+        if shown:
+            regarding += f" ({visible(shown)})"
     bank = entry.regarding_logical_name == BANK_ACCOUNT and entry.regarding_id
     return {
         "iso": entry.operation_created_on.isoformat(),
@@ -177,8 +191,8 @@ def _event(
         "session_link": links.timeline("processsessions", entry.processsession_id)
         if view is TrailView.BANK_ACCOUNT
         else None,
-        "user": entry.user_id,
-        "initiated_by": entry.initiating_user_id
+        "user": person(entry.user_id, names),
+        "initiated_by": person(entry.initiating_user_id, names)
         if entry.initiating_user_id != entry.user_id
         else None,
         "regarding": regarding,
@@ -190,10 +204,12 @@ def _event(
         "tampered_problem": tampered.get(entry.entry_id, ""),
         "changes": [
             {
-                "column": visible(c.column),
-                "old": describe(c.old) if c.captured(entry.message_name) else NOT_CAPTURED,
+                "column": column_name(c.column, names),
+                "old": describe(c.old, c.column, names)
+                if c.captured(entry.message_name)
+                else NOT_CAPTURED,
                 "create": entry.message_name == "Create",
-                "new": describe(c.new),
+                "new": describe(c.new, c.column, names),
             }
             for c in entry.changes
         ],
@@ -209,6 +225,7 @@ def timeline_page(
     base: str = "/api",
     dataverse_url: str | None = None,
     keep: Mapping[str, str] | None = None,
+    names: Namer = NO_NAMES,
 ) -> HtmlPage:
     """One page of a bank account's or a session's timeline; 400 for a bad id, filter or
     token (as a page), 404 when the record has no entry at all. Store errors propagate."""
@@ -262,7 +279,7 @@ def timeline_page(
         kind_label=label,
         record_id=wanted,
         dataverse_link=dataverse_record_link(dataverse_url, table, wanted),
-        events=[_event(e, view, links, tampered) for e in shown],
+        events=[_event(e, view, links, tampered, names) for e in shown],
         read=len(read),
         filtered=len(shown) != len(read),
         problems=problems,

@@ -22,9 +22,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from shared.dataverse.names import Namer
 from shared.errors import TransientError
 from shared.stores.base import AuditStore
 from shared.trail.reading import BadRequest, NotFound, TrailView, read_trail
+from shared.trail.timeline import NO_NAMES
 from shared.web.page import CONTENT_TYPE, HtmlPage, index_page, timeline_page
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,9 @@ _ROUTE = re.compile(r"/api/(bankaccounts|processsessions)/([^/]{1,200})/(timelin
 VIEWS = {"bankaccounts": TrailView.BANK_ACCOUNT, "processsessions": TrailView.PROCESS_SESSION}
 
 
-def handler_for(store: AuditStore, dataverse_url: str | None) -> type[BaseHTTPRequestHandler]:
+def handler_for(
+    store: AuditStore, dataverse_url: str | None, names: Namer | None = None
+) -> type[BaseHTTPRequestHandler]:
     """A request handler over ``store`` (requests are served one at a time: one store)."""
     lock = threading.Lock()
 
@@ -88,7 +92,14 @@ def handler_for(store: AuditStore, dataverse_url: str | None) -> type[BaseHTTPRe
                 with lock:
                     if what == "timeline":
                         self._page(
-                            timeline_page(store, view, raw_id, params, dataverse_url=dataverse_url)
+                            timeline_page(
+                                store,
+                                view,
+                                raw_id,
+                                params,
+                                dataverse_url=dataverse_url,
+                                names=names or NO_NAMES,
+                            )
                         )
                     else:
                         self._json(200, read_trail(store, view, raw_id, params))
@@ -110,9 +121,11 @@ def serve(
     dataverse_url: str | None = None,
     on_listening: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
+    names: Namer | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (or forever); ``on_listening`` once the port is bound."""
-    server = HTTPServer((host, port), handler_for(store, dataverse_url))
+    """Serve until ``stop`` is set (or forever); ``on_listening`` once the port is bound;
+    ``names`` from Dataverse on the pages (cached for the server's life, with a TTL)."""
+    server = HTTPServer((host, port), handler_for(store, dataverse_url, names))
     server.timeout = 0.5
     if on_listening is not None:  # the port is bound: requests are taken from now on
         on_listening()
