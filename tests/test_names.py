@@ -16,7 +16,7 @@ import pytest
 
 from shared.dataverse.names import NameReader
 from shared.dataverse.webapi import WebApi
-from shared.events.entry import Change
+from shared.events.entry import AuditEntry, Change
 from shared.stores.sqlite import SqliteAuditStore
 from shared.trail.reading import TrailView
 from shared.trail.timeline import timeline_text, write_csv
@@ -45,7 +45,7 @@ def double() -> Iterator[DataverseDouble]:
         yield started
 
 
-def _entries() -> list:
+def _entries() -> list[AuditEntry]:
     return [
         make_entry(
             n,

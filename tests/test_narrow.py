@@ -4,19 +4,16 @@ the terminal's width (a narrow terminal gets stacked blocks instead of a table).
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
 
 from tests.dataverse_double import TOKEN, DataverseDouble
+from tests.terminal import in_a_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "cd" * 32
@@ -26,31 +23,8 @@ BORDERS = str.maketrans("", "", "│┃┏┓┗┛┡┩┠┨━─┳┻╇�
 
 
 def _in_a_terminal(columns: int, args: list[str], env: dict[str, str]) -> str:
-    """``psaudit ARGS`` in a pseudo-terminal of ``columns`` x 50: what the terminal got."""
-    main, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    environment = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES"}}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        stdin=child,
-        stdout=child,
-        stderr=subprocess.DEVNULL,
-        env={**environment, **env},
-    )
-    os.close(child)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    process.wait(timeout=120)
-    os.close(main)
-    return ESCAPES.sub("", b"".join(chunks).decode().replace("\r\n", "\n"))
+    """``psaudit ARGS`` at ``columns``, its terminal escapes removed."""
+    return ESCAPES.sub("", in_a_terminal(columns, args, env))
 
 
 def _words(text: str) -> list[str]:

@@ -7,13 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-import pty
-import struct
 import subprocess
 import sys
-import termios
 from datetime import UTC, datetime, timedelta
-from fcntl import ioctl
 from pathlib import Path
 
 import pytest
@@ -23,6 +19,7 @@ from shared.stores.sqlite import SqliteAuditStore
 from shared.trail.timeline import neutralise
 from tests.conftest import SAMPLES, run_cli
 from tests.entries import make_entry
+from tests.terminal import in_a_terminal
 
 BANK = "8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22"
 SESSION = "1b9e7c4d-2a3f-ef11-9f89-000d3a5c2b71"
@@ -102,31 +99,8 @@ def _timeline(db: Path, columns: int | None, *args: str) -> str:
 
 
 def _in_a_terminal(db: Path, columns: int, *args: str) -> str:
-    """The command in a pseudo-terminal of ``columns`` x 50, its output as the terminal got it."""
-    main, child = pty.openpty()
-    ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES"}}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "--db", str(db), "timeline", *args],
-        cwd=SAMPLES.parent,
-        stdin=child,
-        stdout=child,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    os.close(child)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    process.wait(timeout=60)
-    os.close(main)
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    """The timeline in a pseudo-terminal of ``columns`` x 50, as the terminal got it."""
+    return in_a_terminal(columns, ["--db", str(db), "timeline", *args])
 
 
 def test_the_wide_timeline_shows_each_event_and_change_on_one_line(db: Path) -> None:
