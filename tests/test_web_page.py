@@ -169,25 +169,39 @@ def test_in_chromium_the_reader_pages_and_filters(served: str, browser) -> None:
     page.goto(f"{served}/api/bankaccounts/{BANK}/timeline?limit=5")
     first = page.locator("ol.timeline > li").all_inner_texts()
     assert len(first) == 5
-    assert "Dialog 0" in first[0]
+    assert "Dialog 11" in first[0]  # newest first
     assert "statuscode" in first[0]
     assert "In Progress" in first[0]
     assert "(not captured)" in first[0]  # never "(empty)" for an old value nobody captured
+    assert "12 events" in page.inner_text("p.count")  # the total
+    assert "page 1 of 3" in page.inner_text("p.count")
+    assert page.get_by_role("link", name="Previous page").count() == 0
     page.get_by_role("link", name="Next page").click()
     second = page.locator("ol.timeline > li").all_inner_texts()
     assert len(second) == 5
-    assert "Dialog 5" in second[0]
-    # filter with the form, by its labels, as a keyboard or screen-reader user would
-    page.goto(f"{served}/api/bankaccounts/{BANK}/timeline")
+    assert "Dialog 6" in second[0]
+    page.get_by_role("link", name="Previous page").click()
+    assert "Dialog 11" in page.locator("ol.timeline > li").all_inner_texts()[0]
+    page.get_by_role("link", name="oldest first").click()  # the order switch
+    assert "Dialog 0" in page.locator("ol.timeline > li").all_inner_texts()[0]
+    # filters apply before paging: every rejected event, on one page, counted
+    page.goto(f"{served}/api/bankaccounts/{BANK}/timeline?limit=2")
     page.get_by_label("Verdict").select_option("rejected")
     page.get_by_label("From (UTC)").fill("2026-11-30")
     page.get_by_role("button", name="Show").click()
     assert "verdict=rejected" in page.url
     verdicts = page.locator("span.verdict").all_inner_texts()
-    assert verdicts == ["rejected"] * 4
+    assert verdicts == ["rejected"] * 2
+    assert "4 events match the filters (of 12)" in page.inner_text("p.count")
+    page.get_by_role("link", name="Next page").click()
+    assert page.locator("span.verdict").all_inner_texts() == ["rejected"] * 2
+    # by column: only events that changed it
+    page.goto(f"{served}/api/bankaccounts/{BANK}/timeline?column=nosuchcolumn")
+    assert page.locator("ol.timeline > li").count() == 0
+    assert "0 events match the filters (of 12)" in page.inner_text("p.count")
     # from the bank account to a session's timeline and back
     page.goto(f"{served}/api/bankaccounts/{BANK}/timeline")
-    page.get_by_role("link", name="its timeline").first.click()
+    page.get_by_role("link", name="its timeline").last.click()
     assert f"/api/processsessions/{SESSION}/timeline" in page.url
     assert page.locator("ol.timeline > li").count() == 1
     page.close()
@@ -218,13 +232,16 @@ def test_the_functions_app_serves_the_page_inside_the_worker(tmp_path: Path) -> 
             "bankaccount_timeline",
             f"http://localhost/api/bankaccounts/{BANK}/timeline?code=KEY",
             params={"id": BANK},
-            query={"code": "KEY", "limit": "4"},
+            query={"code": "KEY", "limit": "4", "order": "oldest"},
         )
     assert status == 200
     assert "script-src 'none'" in headers["Content-Security-Policy"]
     assert "Dialog 6" not in html  # four per page
     assert "&lt;img src=x onerror&#61;" in html
-    assert f"/api/bankaccounts/{BANK}/timeline?code=KEY&amp;limit=4&amp;continuation=" in html
+    assert (
+        f"/api/bankaccounts/{BANK}/timeline?code=KEY&amp;order=oldest&amp;limit=4&amp;page=2"
+        in html
+    )
     assert (
         "https://contoso.crm.dynamics.com/main.aspx?pagetype=entityrecord&amp;etn=sample_bankaccount"
         in html

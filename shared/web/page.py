@@ -216,6 +216,41 @@ def _event(
     }
 
 
+#: the most entries a page reads of one record to filter, order and count them (an account
+#: has thousands; past this the page says so and asks for a date range)
+READ_CAP = 20_000
+_ORDERS = (("newest", "newest first"), ("oldest", "oldest first"))
+
+
+def _read_record(
+    store: AuditStore, view: TrailView, wanted: str
+) -> tuple[list[AuditEntry], list[Any], list[Any], bool]:
+    """Every entry of one record (checked, like every read), up to ``READ_CAP``; with the
+    rows that could not be read, the marks, and whether the cap cut the read."""
+    entries: list[AuditEntry] = []
+    unreadable: list[Any] = []
+    tampered: list[Any] = []
+    token: str | None = None
+    while True:
+        page = read_page(store, view, wanted, 500, token)
+        entries += page.entries
+        unreadable += page.unreadable
+        tampered += page.tampered
+        token = page.continuation
+        if token is None:
+            return entries, unreadable, tampered, False
+        if len(entries) >= READ_CAP:
+            return entries, unreadable, tampered, True
+
+
+def _page_number(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 1
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 6) or int(raw) < 1:
+        raise BadRequest("page must be a whole number from 1")
+    return int(raw)
+
+
 def timeline_page(
     store: AuditStore,
     view: TrailView,
@@ -227,8 +262,10 @@ def timeline_page(
     keep: Mapping[str, str] | None = None,
     names: Namer = NO_NAMES,
 ) -> HtmlPage:
-    """One page of a bank account's or a session's timeline; 400 for a bad id, filter or
-    token (as a page), 404 when the record has no entry at all. Store errors propagate."""
+    """A bank account's or a session's timeline as people expect it: newest first (``order``
+    switches), the filters (verdict, dates, user, column) applied before paging, pages
+    numbered with previous and next, and the total. 400 for a bad id, filter or page; 404
+    when the record has no entry at all. Store errors propagate."""
     kind = KINDS[view]
     label = "Bank account" if view is TrailView.BANK_ACCOUNT else "Process session"
     links = _Links(base, keep or {})
@@ -239,11 +276,16 @@ def timeline_page(
         verdict = params.get("verdict") or ""
         if verdict not in {v for v, _ in _VERDICTS}:
             raise BadRequest("verdict must be accepted, rejected or empty (all)")
-        continuation = params.get("continuation") or None
-        page = read_page(store, view, wanted, limit, continuation)
+        order = params.get("order") or "newest"
+        if order not in {o for o, _ in _ORDERS}:
+            raise BadRequest("order must be newest or oldest")
+        user = record_id(params["user"]) if params.get("user") else ""
+        column = (params.get("column") or "").strip()[:100]
+        number = _page_number(params.get("page"))
+        read, unreadable, marks, capped = _read_record(store, view, wanted)
     except BadRequest as exc:
         return _render(400, title=f"{label} timeline", error=str(exc), kind_label=label)
-    if not page.entries and not page.unreadable and continuation is None:
+    if not read and not unreadable:
         return _render(
             404,
             title=f"{label} timeline",
@@ -251,28 +293,44 @@ def timeline_page(
             record_id=wanted,
             kind_label=label,
         )
-    read = without_superseded(page.entries, live_reader(store))
-    shown = [
+    live = without_superseded(read, live_reader(store))
+    wanted_column = column.lower()
+    chosen = [
         e
-        for e in read
+        for e in live
         if (not verdict or e.verdict.value == verdict)
         and (since is None or e.operation_created_on >= since)
         and (until is None or e.operation_created_on < until)
+        and (not user or user in (e.user_id, e.initiating_user_id))
+        and (not wanted_column or any(c.column.lower() == wanted_column for c in e.changes))
     ]
+    chosen.sort(key=lambda e: (e.operation_created_on, e.entry_id), reverse=order == "newest")
+    total = len(chosen)
+    pages = max(1, -(-total // limit))
+    number = min(number, pages)
+    shown = chosen[(number - 1) * limit : number * limit]
     filters = {
         "verdict": verdict,
         "since": params.get("since", ""),
         "until": params.get("until", ""),
+        "user": user,
+        "column": column,
+        "order": order if order != "newest" else "",
         "limit": str(limit) if params.get("limit") else "",
     }
-    problems = [f"entry {u.entry_id} could not be read: {u.problem}" for u in page.unreadable]
+    problems = [f"entry {u.entry_id} could not be read: {u.problem}" for u in unreadable]
+    if capped:
+        problems.append(
+            f"only the first {READ_CAP:,} entries of this record were read: choose dates to "
+            "see the rest"
+        )
     tampered: dict[str, str] = {}
-    for mark in page.tampered:
+    for mark in marks:
         if mark.column != "unsealed":
-            tampered[mark.entry_id] = "; ".join(
-                filter(None, (tampered.get(mark.entry_id), mark.problem))
-            )
+            held = tampered.get(mark.entry_id)
+            tampered[mark.entry_id] = f"{held}; {mark.problem}" if held else mark.problem
     table = BANK_ACCOUNT if view is TrailView.BANK_ACCOUNT else "processsession"
+    other = "oldest" if order == "newest" else "newest"
     return _render(
         200,
         title=f"{label} timeline",
@@ -280,20 +338,34 @@ def timeline_page(
         record_id=wanted,
         dataverse_link=dataverse_record_link(dataverse_url, table, wanted),
         events=[_event(e, view, links, tampered, names) for e in shown],
-        read=len(read),
-        filtered=len(shown) != len(read),
+        total=total,
+        read=len(live),
+        filtered=total != len(live),
+        page_number=number,
+        pages=pages,
+        order_label=dict(_ORDERS)[order],
+        order_link=links.timeline(kind, wanted, **(filters | {"order": other, "page": ""}))
+        if total > 1
+        else None,
+        other_order_label=dict(_ORDERS)[other],
         problems=problems,
         unverified=UNVERIFIED_NOTE if getattr(store, "ring", None) is None else None,
         verdicts=_VERDICTS,
         verdict=verdict,
         since=filters["since"][:10],
         until=filters["until"][:10],
+        user=user,
+        column=column,
+        order=order,
+        orders=_ORDERS,
         limit=limit,
         hidden=sorted(links.keep.items()),
-        next_link=links.timeline(kind, wanted, **filters, continuation=page.continuation)
-        if page.continuation
+        next_link=links.timeline(kind, wanted, **filters, page=str(number + 1))
+        if number < pages
         else None,
-        first_link=links.timeline(kind, wanted, **filters) if continuation else None,
+        previous_link=links.timeline(kind, wanted, **filters, page=str(number - 1))
+        if number > 1
+        else None,
     )
 
 
