@@ -142,3 +142,51 @@ def test_the_command_reads_names_only_with_dataverse_url(double, tmp_path) -> No
     assert refused.returncode == 0  # names are never required
     assert refused.stderr.count("names from Dataverse are unavailable") == 1
     assert USER in refused.stdout
+
+
+def test_in_chromium_the_page_shows_names_newest_first(double, tmp_path) -> None:
+    """``psaudit serve`` with DATAVERSE_URL set, read in Debian's chromium: the user's name,
+    the column's display name and the account's name, newest first."""
+    from playwright.sync_api import sync_playwright
+
+    from devtools.processes import free_port
+    from tests.test_web_page import BROWSER_ARGS, CHROMIUM
+
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3")
+    store.write(_entries())
+    store.close()
+    port = free_port()
+    env = {
+        **os.environ,
+        "AUDIT_SQLITE_PATH": str(tmp_path / "audit.sqlite3"),
+        "DATAVERSE_URL": double.url,
+        "DATAVERSE_ACCESS_TOKEN": TOKEN,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        assert "serving" in server.stderr.readline()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/api/bankaccounts/{BANK}/timeline")
+            events = page.locator("ol.timeline > li").all_inner_texts()
+            assert len(events) == 3
+            assert "Maria Garcia" in events[0]
+            assert "Status Reason" in events[0]
+            assert "Done" in events[0]  # the option set's label: the message carried none
+            assert "Contoso Savings 0042" in events[0]
+            times = page.locator("ol.timeline time").evaluate_all(
+                "nodes => nodes.map(n => n.getAttribute('datetime'))"
+            )
+            assert times == sorted(times, reverse=True)  # newest first
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
