@@ -471,3 +471,35 @@ def test_a_page_of_huge_entries_is_cut_by_characters_not_only_by_count(tmp_path:
             query = {"limit": "1000", "continuation": body["continuation"]}
     assert seen == ["1", "2", "3", "4", "5", "6"]
     assert pages >= 3
+
+
+def test_a_batch_is_settled_concurrently_each_by_its_outcome_with_locks_renewed(
+    tmp_path: Path,
+) -> None:
+    """The host answers each settlement after 1 s (a slow round trip): the batch's completes,
+    dead-letters and abandons are in flight together, each message still gets its own
+    outcome, and the locks of those still waiting are renewed until the last is settled."""
+    samples = load_samples()
+    env = sqlite_env(tmp_path, AUDIT_LOCK_RENEWAL_SECONDS="0.3")
+    with FunctionsHost(env, tmp_path / "worker.log") as host:
+        _index_and_open_the_store(host)
+        host.settlement.delay = 1.0
+        messages = {name: host_message(sample) for name, sample in samples.items()}
+        invocation = host.service_bus_batch("process_session_queue", messages.values())
+        assert invocation.succeeded, invocation.exception
+        calls = host.settlement.taken()
+        assert host.settlement.most_in_flight > 1  # not one round trip after another
+    settled = {c.lock_token: c for c in calls if c.method != "renew"}
+    assert len(settled) == len(messages)
+    from shared.pipeline import evaluate
+
+    for name, sent in messages.items():
+        reference = evaluate(samples[name].message)
+        call = settled[str(sent.lock_token)]
+        if reference.verdict.value == "malformed":
+            assert call.method == "deadletter", name
+            assert call.reason == reference.reason, name
+        else:
+            assert call.method == "complete", name
+    renewed = {c.lock_token for c in calls if c.method == "renew"}
+    assert renewed, "the locks of messages waiting for their settlement were renewed"

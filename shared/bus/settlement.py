@@ -124,6 +124,59 @@ def settle_all(
             )
 
 
+#: settlements in flight at once in a Functions batch: each is a round trip to the host, which
+#: answers them concurrently (a batch of 100 waited 100 round trips one after another)
+SETTLE_CONCURRENCY = 16
+
+
+def settle_concurrently(
+    readable: Sequence[tuple[Any, InboundMessage]],
+    outcomes: Sequence[Outcome],
+    actions: MessageActions,
+    every: float | None = None,
+    concurrency: int = SETTLE_CONCURRENCY,
+) -> None:
+    """``settle_all``, with up to ``concurrency`` settlements in flight at once; each message
+    by its own outcome (dead-letter reasons and abandons unchanged). Until the last one is
+    settled, the locks of those still waiting are renewed every ``every`` seconds."""
+    pairs = list(zip(readable, outcomes, strict=True))
+    if len(pairs) <= 1:
+        settle_all(readable, outcomes, actions)
+        return
+    settled: set[int] = set()
+
+    def one(index: int) -> None:
+        (message, inbound), outcome = pairs[index]
+        try:
+            settle(outcome, message, actions)
+        except Exception:  # one lost lock must not stop the other settlements
+            log.exception(
+                "settling message %s as %s failed; the broker will redeliver it",
+                inbound.message_id,
+                outcome.settlement.value,
+            )
+        finally:
+            settled.add(index)
+
+    with ThreadPoolExecutor(min(concurrency, len(pairs)), thread_name_prefix="settle") as pool:
+        futures = [pool.submit(one, index) for index in range(len(pairs))]
+        while True:
+            _, running = wait(futures, timeout=every)
+            if not running:
+                return
+            for index, ((message, _), _) in enumerate(pairs):
+                if index in settled:
+                    continue
+                try:
+                    actions.renew_message_lock(message)
+                except Exception as exc:  # noqa: BLE001 - its settlement will say it too
+                    log.warning(
+                        "renewing the lock of %s failed: %s",
+                        getattr(message, "message_id", None),
+                        exc,
+                    )
+
+
 def run_renewing_locks(
     work: Callable[[], T], messages: Sequence[Any], actions: MessageActions, every: float | None
 ) -> T:
@@ -194,5 +247,5 @@ def process_and_settle(
         )
         abandon_all(sdk_messages, actions)
         return []
-    settle_all(readable, outcomes, actions)
+    settle_concurrently(readable, outcomes, actions, every)
     return outcomes

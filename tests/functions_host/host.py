@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from concurrent import futures
@@ -75,8 +76,21 @@ class SettlementRecorder(settlement_pb2_grpc.SettlementServicer):  # type: ignor
 
     calls: list[SettlementCall] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: seconds each complete, abandon and dead-letter takes to answer (a slow round trip)
+    delay: float = 0.0
+    #: settlements being answered at this moment, and the most there ever were at once
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     def _record(self, method: str, request: Any, **extra: str | None) -> Empty:
+        settling = method in {"complete", "abandon", "deadletter"}
+        if settling and self.delay:
+            with self.lock:
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            time.sleep(self.delay)
+            with self.lock:
+                self.in_flight -= 1
         with self.lock:
             self.calls.append(SettlementCall(method, request.locktoken, **extra))
         return Empty()
