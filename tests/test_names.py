@@ -21,6 +21,7 @@ from shared.stores.sqlite import SqliteAuditStore
 from shared.trail.reading import TrailView
 from shared.trail.timeline import timeline_text, write_csv
 from shared.web.page import timeline_page
+from tests.conftest import run_cli
 from tests.dataverse_double import TOKEN, DataverseDouble
 from tests.entries import make_entry
 
@@ -109,35 +110,29 @@ def test_an_unreachable_dataverse_leaves_ids_and_says_so_once(tmp_path) -> None:
     assert len(said) == 1
 
 
-def _psaudit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_the_command_reads_names_only_with_dataverse_url(double, tmp_path) -> None:
     store = SqliteAuditStore(tmp_path / "audit.sqlite3")
     store.write(_entries())
     store.close()
     env = {"AUDIT_SQLITE_PATH": str(tmp_path / "audit.sqlite3")}
-    plain = _psaudit("timeline", BANK, env=env)
+    plain = run_cli("timeline", BANK, env=env, check=False)
     assert plain.returncode == 0, plain.stderr
     assert "Maria Garcia" not in plain.stdout
     assert double.seen == []  # without DATAVERSE_URL, no request
-    named = _psaudit(
-        "timeline", BANK, env={**env, "DATAVERSE_URL": double.url, "DATAVERSE_ACCESS_TOKEN": TOKEN}
+    named = run_cli(
+        "timeline",
+        BANK,
+        env={**env, "DATAVERSE_URL": double.url, "DATAVERSE_ACCESS_TOKEN": TOKEN},
+        check=False,
     )
     assert named.returncode == 0, named.stderr
     assert "Maria Garcia" in named.stdout
     assert "Contoso Savings 0042" in named.stdout
-    refused = _psaudit(
-        "timeline", BANK, env={**env, "DATAVERSE_URL": double.url, "DATAVERSE_ACCESS_TOKEN": "x"}
+    refused = run_cli(
+        "timeline",
+        BANK,
+        env={**env, "DATAVERSE_URL": double.url, "DATAVERSE_ACCESS_TOKEN": "x"},
+        check=False,
     )
     assert refused.returncode == 0  # names are never required
     assert refused.stderr.count("names from Dataverse are unavailable") == 1

@@ -114,14 +114,29 @@ def settle_all(
     back and the idempotent write makes the second pass harmless.
     """
     for (message, inbound), outcome in zip(readable, outcomes, strict=True):
-        try:
-            settle(outcome, message, actions)
-        except Exception:  # one lost lock must not stop the other settlements
-            log.exception(
-                "settling message %s as %s failed; the broker will redeliver it",
-                inbound.message_id,
-                outcome.settlement.value,
-            )
+        _settle_or_log(outcome, message, inbound, actions)
+
+
+def _settle_or_log(
+    outcome: Outcome, message: Any, inbound: InboundMessage, actions: MessageActions
+) -> None:
+    """``settle``; a failure (a lost lock) is logged and left to the broker."""
+    try:
+        settle(outcome, message, actions)
+    except Exception:  # one lost lock must not stop the other settlements
+        log.exception(
+            "settling message %s as %s failed; the broker will redeliver it",
+            inbound.message_id,
+            outcome.settlement.value,
+        )
+
+
+def _renew(message: Any, actions: MessageActions) -> None:
+    """Renew one message's lock; a failure is logged (its settlement will say it too)."""
+    try:
+        actions.renew_message_lock(message)
+    except Exception as exc:  # noqa: BLE001 - the settlement will say it too
+        log.warning("renewing the lock of %s failed: %s", getattr(message, "message_id", None), exc)
 
 
 #: settlements in flight at once in a Functions batch: each is a round trip to the host, which
@@ -148,13 +163,7 @@ def settle_concurrently(
     def one(index: int) -> None:
         (message, inbound), outcome = pairs[index]
         try:
-            settle(outcome, message, actions)
-        except Exception:  # one lost lock must not stop the other settlements
-            log.exception(
-                "settling message %s as %s failed; the broker will redeliver it",
-                inbound.message_id,
-                outcome.settlement.value,
-            )
+            _settle_or_log(outcome, message, inbound, actions)
         finally:
             settled.add(index)
 
@@ -165,16 +174,8 @@ def settle_concurrently(
             if not running:
                 return
             for index, ((message, _), _) in enumerate(pairs):
-                if index in settled:
-                    continue
-                try:
-                    actions.renew_message_lock(message)
-                except Exception as exc:  # noqa: BLE001 - its settlement will say it too
-                    log.warning(
-                        "renewing the lock of %s failed: %s",
-                        getattr(message, "message_id", None),
-                        exc,
-                    )
+                if index not in settled:
+                    _renew(message, actions)
 
 
 def run_renewing_locks(
@@ -195,14 +196,7 @@ def run_renewing_locks(
             for message in messages:
                 if future.done():
                     break
-                try:
-                    actions.renew_message_lock(message)
-                except Exception as exc:  # noqa: BLE001 - the settlement will say it too
-                    log.warning(
-                        "renewing the lock of %s failed: %s",
-                        getattr(message, "message_id", None),
-                        exc,
-                    )
+                _renew(message, actions)
         return future.result()
 
 

@@ -123,7 +123,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(found.to_json()))
     else:
         out = console()
-        out.print(reconcile_table(found.to_json(), out.width))
+        out.print(reconcile_table(found.to_json()))
     print(
         f"{found.sessions} session(s) modified in the window: {len(found.missing)} missing, "
         f"{len(found.behind)} behind, {len(found.unresolved)} without their regarding, "

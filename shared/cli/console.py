@@ -146,12 +146,6 @@ def _columns(columns: list[str], shown: int = 4) -> str:
     return ", ".join(columns[:shown]) + f" (+{len(columns) - shown} more)"
 
 
-def _id(value: object, short: bool = False) -> str:
-    """An id, whole: it must be copyable into another command (``short`` is kept for the
-    callers' signature and no longer shortens)."""
-    return str(value)
-
-
 class Adaptive:
     """A table that stays whole at any width: drawn as a table when every cell fits the
     console, else as stacked blocks (``column: value`` lines, wrapped between words, ids
@@ -159,9 +153,6 @@ class Adaptive:
 
     def __init__(self, table: Table) -> None:
         self.table = table
-
-    def __getattr__(self, name: str) -> Any:  # add_row, columns, title... of the table
-        return getattr(self.table, name)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         wide = options.update_width(100_000)  # the width every cell would take, unfolded
@@ -198,11 +189,10 @@ def _wrap(line: str, width: int) -> list[str]:
     ) or [""]
 
 
-def entries_table(entries: Sequence[AuditEntry | Checked], width: int = 160) -> Adaptive:
-    """The audit trail, oldest first; under 120 columns ids are shortened to their first 8
-    characters (``--format jsonl`` has them whole). An entry that failed its check against
-    the sealed entry says so in its verdict cell."""
-    short = False  # ids stay whole: narrow consoles get the stacked layout instead
+def entries_table(entries: Sequence[AuditEntry | Checked]) -> Adaptive:
+    """The audit trail, oldest first, ids whole (a narrow console gets stacked blocks: see
+    ``Adaptive``). An entry that failed its check against the sealed entry says so in its
+    verdict cell."""
     title = f"audit trail: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
     table = Table(title=title)
     for column in (
@@ -225,10 +215,8 @@ def entries_table(entries: Sequence[AuditEntry | Checked], width: int = 160) -> 
             if altered
             else _verdict(e.verdict),
             e.reason.value if e.reason else "",
-            plain(
-                f"{escape_controls(e.processsession_name or '')}\n{_id(e.processsession_id, short)}"
-            ),
-            plain(f"{escape_controls(e.regarding_logical_name)}\n{_id(e.regarding_id, short)}")
+            plain(f"{escape_controls(e.processsession_name or '')}\n{e.processsession_id}"),
+            plain(f"{escape_controls(e.regarding_logical_name)}\n{e.regarding_id}")
             if e.regarding_id
             else "-",
             plain(_columns([escape_controls(c.column) for c in e.changes])),
@@ -253,11 +241,10 @@ def dead_letter_table(messages: Sequence[Any], title: str) -> Adaptive:
     return Adaptive(table)
 
 
-def reconcile_table(found: dict[str, Any], width: int = 160) -> Adaptive:
+def reconcile_table(found: dict[str, Any]) -> Adaptive:
     """reconcile's findings (its JSON), one row per session: missing, behind, unresolved (the
     trail lacks the regarding), only in trail, and entries dated in the future (implausible);
-    under 120 columns ids are shortened (``--format json`` has them whole)."""
-    short = False  # ids stay whole: narrow consoles get the stacked layout instead
+    ids whole."""
     rows = [
         (kind, item)
         for kind in ("missing", "behind", "unresolved", "only_in_trail")
@@ -277,14 +264,13 @@ def reconcile_table(found: dict[str, Any], width: int = 160) -> Adaptive:
         table.add_column(column, overflow="fold")
     for kind, item in rows:
         regarding = (
-            f"{escape_controls(item['regarding_logical_name'] or '')}\n"
-            f"{_id(item['regarding_id'], short)}"
+            f"{escape_controls(item['regarding_logical_name'] or '')}\n{item['regarding_id']}"
             if item.get("regarding_id")
             else "-"
         )
         table.add_row(
             kind.replace("_", " "),
-            plain(_id(item["processsession_id"], short)),
+            plain(item["processsession_id"]),
             plain(escape_controls(item["modifiedon"])),
             plain(regarding),
         )

@@ -164,6 +164,13 @@ def _filtered(found: Iterator[Checked], args: argparse.Namespace) -> Iterator[Ch
         yield item
 
 
+def _record_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--regarding", type=record_guid, help="only one regarding record's (e.g. a bank account)"
+    )
+    parser.add_argument("--session", type=record_guid, help="only one processsession's")
+
+
 def _filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--user", type=record_guid, help="only events run by (or on behalf of) this user id"
@@ -181,7 +188,7 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
             entries = list(_selected(store, checks, args))
             count = len(entries)
             out = console()
-            out.print(entries_table(entries, out.width))
+            out.print(entries_table(entries))
     finally:
         store.close()
     failed = _report(checks)
@@ -327,10 +334,7 @@ def add_commands(commands: Commands) -> None:
         description="Example: psaudit entries --regarding 8e5f1a2b-6c7d-ef11-bfe3-6045bd0c1a22 "
         "--since 2024-11-01",
     )
-    entries.add_argument(
-        "--regarding", type=record_guid, help="regarding record id (e.g. a bank account)"
-    )
-    entries.add_argument("--session", type=record_guid, help="processsession id")
+    _record_options(entries)
     entries.add_argument(
         "--id", type=record_guid, help="one entry by its entry_id (as verify names it)"
     )
@@ -351,10 +355,7 @@ def add_commands(commands: Commands) -> None:
         help="jsonl (one entry per line) or csv (one row per entry, changes flattened, cells "
         "that a spreadsheet would run as formulas neutralised)",
     )
-    export.add_argument(
-        "--regarding", type=record_guid, help="only one regarding record's (a bank account's)"
-    )
-    export.add_argument("--session", type=record_guid, help="only one session's")
+    _record_options(export)
     _filter_options(export)
     time_range_options(export)
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")

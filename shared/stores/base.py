@@ -150,15 +150,8 @@ def read_rows(rows: Iterable[RawRow], ring: KeyRing | None = None) -> Page:
     tampered: list[Unreadable] = []
     shown: set[str] = set()
     for raw in rows:
-        row, note, column = raw, None, "entry"
-        try:
-            text = raw.document()
-            parsed = AuditEntry.model_validate_json(text)
-            entry: AuditEntry | None = parsed
-            problem = disagreement(raw, text, parsed)
-        except (ValidationError, ValueError, KeyError, TypeError) as exc:
-            entry, text = None, ""
-            column, problem = _why_unreadable(exc)
+        row, note = raw, None
+        entry, text, column, problem = _parsed(raw)
         if problem is not None and raw.fallback is not None:
             try:
                 commit = raw.fallback()
@@ -171,13 +164,7 @@ def read_rows(rows: Iterable[RawRow], ring: KeyRing | None = None) -> Page:
                 continue
             row, note = commit, f"a view row disagrees with its entry ({problem}): shown from "
             note += "the entry row, the commit point"
-            try:
-                text = row.document()
-                parsed = AuditEntry.model_validate_json(text)
-                entry, problem = parsed, disagreement(row, text, parsed)
-            except (ValidationError, ValueError, KeyError, TypeError) as exc:
-                entry = None
-                column, problem = _why_unreadable(exc)
+            entry, text, column, problem = _parsed(row)
         if entry is None:
             unreadable.append(Unreadable(row.entry_id, column, problem or ""))
             log.error("audit store row %s cannot be read: %s", row.entry_id, unreadable[-1])
@@ -204,6 +191,18 @@ def read_rows(rows: Iterable[RawRow], ring: KeyRing | None = None) -> Page:
             if kind == SEAL:
                 log.error("audit entry %s does not match its seal: %s", entry.entry_id, wrong[1])
     return Page(entries, None, unreadable, tampered)
+
+
+def _parsed(raw: RawRow) -> tuple[AuditEntry | None, str, str, str | None]:
+    """A row's entry, its document, and what is wrong with it: the column it failed on and
+    why (no entry), or what its keys say against it (an entry), or nothing."""
+    try:
+        text = raw.document()
+        entry = AuditEntry.model_validate_json(text)
+    except (ValidationError, ValueError, KeyError, TypeError) as exc:
+        column, problem = _why_unreadable(exc)
+        return None, "", column, problem
+    return entry, text, "entry", disagreement(raw, text, entry)
 
 
 def _why_unreadable(exc: Exception) -> tuple[str, str]:

@@ -71,6 +71,10 @@ CREATE TRIGGER IF NOT EXISTS audit_entries_append_only_delete BEFORE DELETE ON a
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
 _ORDER = " ORDER BY operation_created_on, entry_id"
+#: what a read selects of each row, in ``_raw``'s order
+_READ_COLUMNS = (
+    "operation_created_on, entry_id, entry, seal, regarding_id, processsession_id, recorded_at"
+)
 #: a recorded_at as this store writes it (``iso_utc``); any other value is a hand-made row
 _A_TIME = (
     "typeof(recorded_at) = 'text' AND recorded_at GLOB "
@@ -196,6 +200,17 @@ class SqliteAuditStore:
                     f"SQLite audit store {self.path}: {action} failed: {exc}{_fix(exc, self.path)}"
                 ) from exc
 
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
+        """``_guard`` for reads: a byte changed by hand may leave text that is not UTF-8; it
+        is read (with U+FFFD), so that the row is reported instead of failing the read."""
+        with self._guard(action) as db:
+            db.text_factory = _lenient_text
+            try:
+                yield db
+            finally:
+                db.text_factory = str
+
     def write(self, entries: Sequence[AuditEntry]) -> int:
         """Store a batch in one transaction; existing entry_ids are left as they are."""
         if not entries:
@@ -249,28 +264,21 @@ class SqliteAuditStore:
             params.extend(str(p) for p in position)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         # the clauses are fixed text from this module; every value is a bound parameter
-        sql = (
-            "SELECT operation_created_on, entry_id, entry, seal, regarding_id, "  # noqa: S608
-            f"processsession_id, recorded_at FROM audit_entries {where}{_ORDER}"
-        )
+        sql = f"SELECT {_READ_COLUMNS} FROM audit_entries {where}{_ORDER}"  # noqa: S608
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit + 1)  # one more tells whether another page exists
         rows: list[tuple[str, str, str, str | None, str | None, str, str]] = []
         more, size = False, 0
-        with self._guard("read") as db:
-            db.text_factory = _lenient_text  # a hand-edited byte is reported, not fatal
-            try:
-                for row in db.execute(sql, params):  # stepped row by row: memory bounded
-                    if limit is not None and (
-                        len(rows) == limit or (rows and size + len(str(row[2])) > self.page_chars)
-                    ):
-                        more = True
-                        break
-                    rows.append(row)
-                    size += len(str(row[2]))
-            finally:
-                db.text_factory = str
+        with self._reading("read") as db:
+            for row in db.execute(sql, params):  # stepped row by row: memory bounded
+                if limit is not None and (
+                    len(rows) == limit or (rows and size + len(str(row[2])) > self.page_chars)
+                ):
+                    more = True
+                    break
+                rows.append(row)
+                size += len(str(row[2]))
         token = encode_continuation([rows[-1][0], rows[-1][1]]) if more else None
         page = read_rows((_raw(row) for row in rows), self.ring)
         return Page(page.entries, token, page.unreadable, page.tampered)
@@ -310,18 +318,13 @@ class SqliteAuditStore:
         if page.continuation is not None:
             return page
         path = f"$.{column}"
-        with self._guard("read") as db:
-            db.text_factory = _lenient_text
-            try:
-                rows = db.execute(
-                    # column names are this method's own; every value is a bound parameter
-                    "SELECT operation_created_on, entry_id, entry, seal, regarding_id, "  # noqa: S608
-                    "processsession_id, recorded_at FROM audit_entries WHERE json_valid(entry) "
-                    f"AND json_extract(entry, ?) = ? AND {column} IS NOT ?" + _ORDER,
-                    [path, wanted, wanted],
-                ).fetchall()
-            finally:
-                db.text_factory = str
+        with self._reading("read") as db:
+            rows = db.execute(
+                # column names are this method's own; every value is a bound parameter
+                f"SELECT {_READ_COLUMNS} FROM audit_entries WHERE json_valid(entry) "  # noqa: S608
+                f"AND json_extract(entry, ?) = ? AND {column} IS NOT ?" + _ORDER,
+                [path, wanted, wanted],
+            ).fetchall()
         if not rows:
             return page
         moved = read_rows((_raw(row) for row in rows), self.ring)
@@ -379,20 +382,14 @@ class SqliteAuditStore:
         where = f"(({in_range}) OR NOT ({_A_TIME}))" if clauses else "1"
         last = ""
         while True:
-            with self._guard("scan") as db:
-                # a byte changed by hand may leave text that is not UTF-8: read it (with
-                # U+FFFD), so that verify reports the row instead of failing on it
-                db.text_factory = _lenient_text
-                try:
-                    page = db.execute(
-                        # fixed text from this method; every value is a bound parameter
-                        "SELECT entry_id, entry, seal, regarding_id, processsession_id, "  # noqa: S608
-                        "operation_created_on, recorded_at FROM audit_entries "
-                        f"WHERE {where} AND entry_id > ? ORDER BY entry_id LIMIT 500",
-                        [*params, last],
-                    ).fetchall()
-                finally:
-                    db.text_factory = str
+            with self._reading("scan") as db:
+                page = db.execute(
+                    # fixed text from this method; every value is a bound parameter
+                    "SELECT entry_id, entry, seal, regarding_id, processsession_id, "  # noqa: S608
+                    "operation_created_on, recorded_at FROM audit_entries "
+                    f"WHERE {where} AND entry_id > ? ORDER BY entry_id LIMIT 500",
+                    [*params, last],
+                ).fetchall()
             for row in page:
                 names = ("regarding_id", "processsession_id", "operation_created_on")
                 columns = dict(zip(names, row[3:6], strict=True))

@@ -552,16 +552,11 @@ class TableAuditStore:
                 "recorded_at": _stamp(row.get("recorded_at")),
             }
             return RawRow(key[2:], document, seal, claims, str(digest or ""))
-        parts = key.split("|")
-        if partition == TRAIL and len(parts) == 4 and parts[0] in ("r", "s"):
-            column = "regarding_id" if parts[0] == "r" else "processsession_id"
-            value: str | None = None if parts[0] == "r" and parts[1] == "none" else parts[1]
-            claims = {column: value, "operation_created_on": parts[2]}
-            entry_id = parts[3]
-        elif partition.startswith("d|") and len(parts) == 2:
-            claims, entry_id = {"operation_created_on": parts[0]}, parts[1]
-        else:  # not a key this store makes: its entry row, if any, is the truth
-            claims, entry_id = {"row_key": key}, str(row.get("entry_id") or key)
+        named = _view_key(partition, key)
+        if named is None:  # not a key this store makes: its entry row, if any, is the truth
+            entry_id, claims = str(row.get("entry_id") or key), {"row_key": key}
+        else:
+            entry_id, claims = named
         return RawRow(
             entry_id,
             document,
@@ -951,14 +946,23 @@ class _KeyProbe:
     operation_created_on: datetime
 
 
-def _entry_of_view_key(partition: str, row_key: str) -> str | None:
-    """The entry id a view row's key names (None for a key this store does not make)."""
+def _view_key(partition: str, row_key: str) -> tuple[str, dict[str, str | None]] | None:
+    """The entry id a view row's key names, and what the key says of that entry (its
+    regarding or session, its time); None for a key this store does not make."""
     parts = row_key.split("|")
     if partition == TRAIL and len(parts) == 4 and parts[0] in ("r", "s"):
-        return parts[3]
+        column = "regarding_id" if parts[0] == "r" else "processsession_id"
+        value = None if parts[0] == "r" and parts[1] == "none" else parts[1]
+        return parts[3], {column: value, "operation_created_on": parts[2]}
     if partition.startswith("d|") and len(parts) == 2:
-        return parts[1]
+        return parts[1], {"operation_created_on": parts[0]}
     return None
+
+
+def _entry_of_view_key(partition: str, row_key: str) -> str | None:
+    """The entry id a view row's key names (None for a key this store does not make)."""
+    named = _view_key(partition, row_key)
+    return named[0] if named is not None else None
 
 
 def _document_size(row: Any) -> int:

@@ -145,6 +145,17 @@ def live_reader(store: AuditStore) -> Callable[[str], Iterable[AuditEntry]]:
     )
 
 
+def disagreements(marks: Iterable[Unreadable]) -> dict[str, str]:
+    """Each marked entry's disagreements (seal, keys, view) joined into one text; a mark that
+    says only that the entry is unsealed is none."""
+    found: dict[str, str] = {}
+    for mark in marks:
+        if mark.column != UNSEALED:
+            held = found.get(mark.entry_id)
+            found[mark.entry_id] = f"{held}; {mark.problem}" if held else mark.problem
+    return found
+
+
 #: ``Checked.status``: what a reader proved of an entry it shows
 OK, ALTERED, UNSEALED, UNVERIFIED = "ok", "altered", "unsealed", "unverified"
 
@@ -174,23 +185,21 @@ class Checks:
         while True:
             page = read(continuation)
             self.unreadable += page.unreadable
-            marks: dict[str, list[Unreadable]] = {}
-            for mark in page.tampered:
-                marks.setdefault(mark.entry_id, []).append(mark)
+            problems = disagreements(page.tampered)
+            unsealed = {m.entry_id for m in page.tampered if m.column == UNSEALED}
             for entry in page.entries:
-                yield self.check(entry, marks.get(entry.entry_id, []))
+                yield self.check(entry, problems.get(entry.entry_id), entry.entry_id in unsealed)
             if page.continuation is None:
                 return
             continuation = page.continuation
 
-    def check(self, entry: AuditEntry, marks: list[Unreadable]) -> Checked:
-        disagreements = [m.problem for m in marks if m.column != "unsealed"]
-        if disagreements:
+    def check(self, entry: AuditEntry, problem: str | None, unsealed: bool = False) -> Checked:
+        if problem:
             self.altered += 1
-            return Checked(entry, ALTERED, "; ".join(disagreements))
+            return Checked(entry, ALTERED, problem)
         if not self.verified:
             return Checked(entry, UNVERIFIED)
-        if marks or entry.seal is None:
+        if unsealed or entry.seal is None:
             return Checked(entry, UNSEALED, "written without a trail key")
         return Checked(entry, OK)
 

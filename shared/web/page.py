@@ -31,6 +31,7 @@ from shared.trail.reading import (
     UNVERIFIED_NOTE,
     BadRequest,
     TrailView,
+    disagreements,
     live_reader,
     parse_limit,
     read_page,
@@ -324,11 +325,7 @@ def timeline_page(
             f"only the first {READ_CAP:,} entries of this record were read: choose dates to "
             "see the rest"
         )
-    tampered: dict[str, str] = {}
-    for mark in marks:
-        if mark.column != "unsealed":
-            held = tampered.get(mark.entry_id)
-            tampered[mark.entry_id] = f"{held}; {mark.problem}" if held else mark.problem
+    tampered = disagreements(marks)
     table = BANK_ACCOUNT if view is TrailView.BANK_ACCOUNT else "processsession"
     other = "oldest" if order == "newest" else "newest"
     return _render(
