@@ -146,15 +146,19 @@ def table_store(connection_string: str, **options: Any):
     )
 
 
-@pytest.fixture(params=["sqlite", "table"])
+@pytest.fixture(params=["sqlite", "table", "table-sdk"])
 def any_store(request, tmp_path):
-    """The same contract, against every AuditStore implementation (real servers only)."""
+    """The same contract, against every AuditStore implementation (real servers only); the
+    Table store on its lean transactions and on the SDK's (AUDIT_TABLE_TRANSACTIONS=sdk)."""
     if request.param == "sqlite":
         s = SqliteAuditStore(tmp_path / "audit.sqlite3")
         yield s
         s.close()
     else:
-        s = table_store(request.getfixturevalue("azurite").connection_string)
+        transactions = "sdk" if request.param == "table-sdk" else "lean"
+        s = table_store(
+            request.getfixturevalue("azurite").connection_string, transactions=transactions
+        )
         yield s
         s.delete_table()
         s.close()

@@ -36,6 +36,7 @@ def build_store(settings: Settings, read_only: bool = False, live: bool = False)
             read_timeout=settings.audit_table_read_timeout,
             ring=settings.key_ring(),
             page_chars=settings.audit_page_chars,
+            transactions=settings.audit_table_transactions,
         )
     raise ValueError(f"unknown AUDIT_STORE {settings.audit_store!r}")  # pragma: no cover
 

@@ -87,6 +87,7 @@ from shared.stores.base import (
     read_rows,
 )
 from shared.stores.seals import StoredRow
+from shared.stores.table_batch import LeanTransactions, Operation
 
 #: The partition of the entry rows and of the regarding and session views.
 TRAIL = "t"
@@ -337,8 +338,11 @@ class TableAuditStore:
         read_timeout: float = 20.0,
         ring: KeyRing | None = None,
         page_chars: int = DEFAULT_PAGE_CHARS,
+        transactions: str = "lean",
         **client_options: Any,
     ) -> None:
+        if transactions not in ("lean", "sdk"):
+            raise ValueError(f"AUDIT_TABLE_TRANSACTIONS is lean or sdk, not {transactions!r}")
         self.ring = ring
         self.page_chars = page_chars
         options: dict[str, Any] = {
@@ -370,6 +374,7 @@ class TableAuditStore:
                 if create
                 else service.get_table_client(table_name)
             )
+            self._lean = LeanTransactions(self._table) if transactions == "lean" else None
         except AzureError as exc:
             raise _unavailable(f"opening table {table_name!r}", exc, self.endpoint) from exc
 
@@ -459,19 +464,22 @@ class TableAuditStore:
         except ResourceExistsError:
             self._send(batch, "upsert")
 
-    def _send(self, batch: list[_Entity], operation: str, attempt: int = 1) -> None:
+    def _send(self, batch: list[_Entity], operation: Operation, attempt: int = 1) -> None:
         """One partition's rows in one request: a plain one for a single row, else an entity
-        group transaction (all or nothing). A row that exists raises ResourceExistsError for a
-        create; a refusal raises StoreRejected; anything else StoreUnavailable."""
+        group transaction (all or nothing): lean (``table_batch``) or the SDK's. A row that
+        exists raises ResourceExistsError for a create; a refusal raises StoreRejected;
+        anything else StoreUnavailable."""
         try:
-            if operation == "upsert" and len(batch) == 1:
+            if len(batch) == 1 and operation == "upsert":  # one row: the plain request
                 self._table.upsert_entity(batch[0], mode=UpdateMode.REPLACE)
+            elif len(batch) == 1:
+                self._table.create_entity(batch[0])
+            elif self._lean is not None:
+                self._lean.submit([(operation, e) for e in batch])
             elif operation == "upsert":
                 self._table.submit_transaction(
                     [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
                 )
-            elif len(batch) == 1:
-                self._table.create_entity(batch[0])
             else:
                 self._table.submit_transaction([("create", e) for e in batch])
         except AzureError as exc:
