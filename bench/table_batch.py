@@ -6,8 +6,9 @@ the SQLite store, in one process, variants interleaved, best of several rounds.
 Each round writes fresh entries (bench.corpus, decided before the clock starts) in batches of
 ``--batch`` through ``store.write``: the SQLite store, the Table store on Azurite with
 ``transactions="sdk"`` (azure-data-tables' ``submit_transaction``) and with ``"lean"``
-(``shared.stores.table_batch``); then the same entries again (a redelivery: every commit meets
-its row, so the conflict path runs). CPU is this process's (``time.process_time``: the write
+(``shared.stores.table_batch``), both on the default 16 commit partitions, and lean on one;
+then the same entries again (a redelivery: every commit meets its row, so the conflict path
+runs). CPU is this process's (``time.process_time``: the write
 threads included; Azurite runs in its own process), per entry written. Ratios are per round.
 """
 
@@ -32,7 +33,7 @@ from shared.stores.base import AuditStore
 from shared.stores.sqlite import SqliteAuditStore
 from shared.stores.table import TableAuditStore
 
-VARIANTS = ("sqlite", "table-sdk", "table-lean")
+VARIANTS = ("sqlite", "table-sdk", "table-lean", "table-lean-1")
 
 
 def entries(count: int, seed: int) -> list[AuditEntry]:
@@ -74,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "table-lean": TableAuditStore(
                     "benchlean", connection_string=server.connection_string, transactions="lean"
                 ),
+                "table-lean-1": TableAuditStore(
+                    "benchleanone",
+                    connection_string=server.connection_string,
+                    transactions="lean",
+                    partitions=1,
+                ),
             }
             first: dict[str, list[float]] = {v: [] for v in VARIANTS}
             again: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -113,6 +120,7 @@ def report(
     table.add_row("lean / sdk", ratio("table-lean", "table-sdk", first), "")
     table.add_row("table-lean / sqlite", ratio("table-lean", "sqlite", first), "")
     table.add_row("table-sdk / sqlite", ratio("table-sdk", "sqlite", first), "")
+    table.add_row("16 partitions / 1", ratio("table-lean", "table-lean-1", first), "")
     Console(width=110).print(table)
     lean = min(first["table-lean"]) * 1000
     print(

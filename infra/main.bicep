@@ -74,6 +74,9 @@ param resourceGroupName string = ''
 @description('True once the seal container\'s immutability policy is locked (docs/operations.md section 8): later provisions leave it as it is.')
 param sealPolicyLocked bool = false
 
+@description('The Azure Table holding the trail (AUDIT_TABLE_NAME): a new name after `psaudit migrate-table` (docs/operations.md section 7.1).')
+param auditTableName string = 'processsessionaudit'
+
 var tags = { 'azd-env-name': environmentName }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -102,6 +105,7 @@ module resources 'resources.bicep' = {
     operatorPrincipalId: operatorPrincipalId
     operatorPrincipalType: operatorPrincipalType
     operatorMayRepair: operatorMayRepair
+    auditTableName: auditTableName
   }
 }
 

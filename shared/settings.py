@@ -124,6 +124,15 @@ class Settings(BaseSettings):
         "transactions: lean (the batch body written and read by the service, about a sixth "
         "of the SDK's CPU) or sdk (azure-data-tables' submit_transaction, the fallback)",
     )
+    audit_table_partitions: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="AUDIT_TABLE_PARTITIONS: commit partitions of a new table (entries spread "
+        "by a hash of their id, each with its views, so each entry stays one transaction); "
+        "recorded in the table when it is made, and a table keeps its count for good (a table "
+        "made before this setting has one; `psaudit migrate-table` copies a trail to a new one)",
+    )
     audit_page_chars: int = Field(
         4 * 1024 * 1024,
         ge=1024,

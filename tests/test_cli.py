@@ -125,8 +125,10 @@ def test_unreachable_store_is_a_clear_error_not_a_traceback(tmp_path):
     }
     result = run_cli("entries", env=env, check=False)
     assert result.returncode == 2  # unavailable (1 means findings)
-    assert "error: StoreUnavailable: Table Storage read failed at http://127.0.0.1:9/a" in (
-        result.stderr
+    # opening reads the table's layout row: the first request, and the one that fails
+    assert (
+        "error: StoreUnavailable: Table Storage opening table 'processsessionaudit' failed at "
+        "http://127.0.0.1:9/a" in result.stderr
     )
     assert "Traceback" not in result.stderr
     assert "c2VjcmV0LWtleS1mb3ItdGVzdHM=" not in result.stderr + result.stdout

@@ -266,7 +266,11 @@ def test_table_store_tampering_is_named(sealed_table, tamper):
     store, seals = sealed_table
     raw = store._table
     row = next(
-        iter(raw.query_entities("PartitionKey eq 't' and RowKey gt 'e|' and RowKey lt 'e}'"))
+        iter(
+            raw.query_entities(
+                "PartitionKey ge 't' and PartitionKey lt 't}' and RowKey gt 'e|' and RowKey lt 'e}'"
+            )
+        )
     )
     if tamper == "field":
         raw.upsert_entity({**row, "doc": row["doc"].replace("accepted", "rejected")})

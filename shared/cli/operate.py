@@ -1,4 +1,4 @@
-"""Operating the service: ``dlq peek|replay`` and ``register``."""
+"""Operating the service: ``dlq peek|replay``, ``register`` and ``migrate-table``."""
 
 from __future__ import annotations
 
@@ -136,6 +136,68 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_migrate_table(args: argparse.Namespace, settings: Settings) -> int:
+    """Copy the Table trail (AUDIT_TABLE_NAME) into a new table with commit partitions; the
+    source is only read. Exit 0 when every entry was copied and every view of the new table
+    agrees, 1 when rows were left (named), 2 when a table cannot be reached."""
+    from shared.errors import StoreUnavailable
+    from shared.settings import StoreKind
+    from shared.stores import build_store
+    from shared.stores.table import TableAuditStore
+
+    if settings.audit_store is not StoreKind.TABLE:
+        raise ValueError("migrate-table copies a Table Storage trail: set AUDIT_STORE=table")
+    if args.to == settings.audit_table_name:
+        raise ValueError("--to must name a new table, not AUDIT_TABLE_NAME itself")
+    target_settings = settings.model_copy(
+        update={"audit_table_name": args.to, "audit_table_partitions": args.partitions}
+    )
+    try:
+        source = build_store(settings, read_only=True)
+        target = build_store(target_settings)
+        assert isinstance(source, TableAuditStore)  # AUDIT_STORE=table, checked above
+        assert isinstance(target, TableAuditStore)
+        try:
+            created, skipped = target.copy_in(source.scan())
+            held, problems = target.count(), target.check_views()
+            report = {
+                "from": settings.audit_table_name,
+                "from_partitions": source.partitions,
+                "to": args.to,
+                "to_partitions": target.partitions,
+                "copied": created,
+                "entries": held,
+                "not_copied": skipped,
+                "view_problems": len(problems),
+            }
+        finally:
+            source.close()
+            target.close()
+    except StoreUnavailable as exc:
+        print(f"error: {escape_controls(exc)}", file=sys.stderr)
+        return 2
+    if output_format(args, piped="json") == "json":
+        print(json.dumps(report, ensure_ascii=True))
+    else:
+        for entry_id in skipped:
+            print(
+                f"not copied: entry row {escape_controls(entry_id)} (unreadable, or another "
+                "entry's document under this id: `psaudit verify` names it)"
+            )
+        print(
+            f"copied {created} new entries from table {report['from']} "
+            f"({report['from_partitions']} commit partition(s)) to {args.to} "
+            f"({report['to_partitions']}); it holds {held}; "
+            + ("every view agrees" if not problems else f"{len(problems)} view problem(s)")
+        )
+        if not skipped and not problems:
+            print(
+                f"next: stop the writers, run this again (it copies what came meanwhile), "
+                f"set AUDIT_TABLE_NAME={args.to}, then `psaudit verify`"
+            )
+    return 1 if skipped or problems else 0
+
+
 def add_commands(commands: Commands) -> None:
     """Add this group's commands to ``psaudit``."""
     dlq = commands.add_parser(
@@ -215,3 +277,27 @@ def add_commands(commands: Commands) -> None:
         help="print what a first registration writes, with no network or credentials",
     )
     register.set_defaults(handler=cmd_register)
+
+    migrate = commands.add_parser(
+        "migrate-table",
+        help="copy the Table trail into a new table with commit partitions",
+        description="Copies every entry of AUDIT_TABLE_NAME, document and seal unchanged, into "
+        "a new table spread over commit partitions, and checks its views; the source is only "
+        "read. Run it again after the writers stop (it copies what came meanwhile), then point "
+        "AUDIT_TABLE_NAME at the new table. Example: AUDIT_STORE=table psaudit migrate-table "
+        "--to processsessionaudit2",
+    )
+    migrate.add_argument("--to", required=True, help="the new table's name")
+    migrate.add_argument(
+        "--partitions",
+        type=int,
+        default=16,
+        choices=range(1, 65),
+        metavar="N",
+        help="commit partitions of the new table, 1 to 64 (default 16); an existing table "
+        "keeps its own",
+    )
+    migrate.add_argument(
+        "--format", choices=("table", "json"), help="lines on a terminal, JSON when piped"
+    )
+    migrate.set_defaults(handler=cmd_migrate_table)

@@ -37,6 +37,7 @@ def build_store(settings: Settings, read_only: bool = False, live: bool = False)
             ring=settings.key_ring(),
             page_chars=settings.audit_page_chars,
             transactions=settings.audit_table_transactions,
+            partitions=settings.audit_table_partitions,
         )
     raise ValueError(f"unknown AUDIT_STORE {settings.audit_store!r}")  # pragma: no cover
 

@@ -4,14 +4,21 @@ Several Functions instances write to one table at once, so every guarantee below
 writers racing each other, without a lock.
 
 Rows (one table, ``AUDIT_TABLE_NAME``; ``<time>`` is ``operation_created_on`` as fixed-width
-UTC ISO-8601, so RowKeys sort by time, then entry id):
+UTC ISO-8601, so RowKeys sort by time, then entry id; ``<k>`` is the entry's commit partition,
+a hash of its id, 00 to N-1):
 
     row          PartitionKey    RowKey                                          role
-    entry        t               e|<entry_id>                                    commit point
-    entry part   t               x|<entry_id>|<n>                                a huge entry
-    regarding    t               r|<regarding_id or none>|<time>|<entry_id>      view
-    session      t               s|<processsession_id>|<time>|<entry_id>         view
-    day          d|<YYYY-MM-DD>  <time>|<entry_id>                               view
+    layout       meta            layout                                          N, once
+    entry        t|<k>           e|<entry_id>                                    commit point
+    entry part   t|<k>           x|<entry_id>|<n>                                a huge entry
+    regarding    t|<k>           r|<regarding_id or none>|<time>|<entry_id>      view
+    session      t|<k>           s|<processsession_id>|<time>|<entry_id>         view
+    day          t|<k>           d|<time>|<entry_id>                             view
+
+A table made before commit partitions (no layout row, rows in ``t``) is read and written as
+it was made: one commit partition ``t``, and day views in partitions of their own
+(``d|<YYYY-MM-DD>``, RowKey ``<time>|<entry_id>``) written after the commit;
+``psaudit migrate-table`` copies it into a new table (``copy_in``).
 
 **One commit point per entry.** The ``entry`` row is created insert-only (never replaced):
 the first writer of an ``entry_id`` wins, atomically, in Table Storage itself. A writer that
@@ -19,22 +26,24 @@ finds the row already there (HTTP 409) reads it and compares event content: the 
 a redelivery (nothing new), other content is a ``ConflictingDuplicates`` (the newcomer is
 dead-lettered as ``conflicting_duplicate``; the first version stays).
 
-**Views from the winner only.** An entry's regarding and session views live in the entry
-row's partition and are created in the same entity group transaction as the entry row, so
-they exist exactly when it does. When that transaction meets a row that exists (a
-redelivery, a race, a crash's leftovers), each entry is committed alone and its views are
-then written (upserted) from the document the entry row holds, never from the losing
-message. The day view is written after the commit, from the winner too; a crash before it
-is repaired by the redelivery. ``check_views`` (``psaudit check-store``) proves that every
-view agrees with the entry rows, and repairs them on request.
+**Views from the winner only.** An entry's views live in the entry row's partition and are
+created in the same entity group transaction as the entry row, so they exist exactly when it
+does. When that transaction meets a row that exists (a redelivery, a race, a crash's
+leftovers), each entry is committed alone and its views are then written (upserted) from the
+document the entry row holds, never from the losing message. ``check_views`` (``psaudit
+check-store``) proves that every view agrees with the entry rows, and repairs them on request.
 
-**Few, full transactions.** A batch of 32 entries is two requests: one transaction of 96
-creates in ``t`` and one of 32 in its day. Each request costs the SDK about 5 ms of client
-CPU and each operation about 0.65 ms, whatever its size, so the count of requests and rows
-is what decides the cost (``make bench``). Nothing is read before writing. The price of one
-partition: Azure's target for a partition is 2,000 entities per second, which at three rows
-per entry bounds the service at some 600 entries a second across every instance, far above
-what people running dialogs produce; the day partition has that ceiling anyway.
+**No single-partition ceiling.** Azure's target for a partition is 2,000 entities per second;
+an entry is four rows of its commit partition, so N partitions (``AUDIT_TABLE_PARTITIONS``,
+16, fixed when the table is made) carry some 500 x N entries a second. Readers fan out: a
+key's or a time range's rows are one RowKey range in each partition, read at once and merged
+by RowKey.
+
+**Few, lean transactions.** A batch is one entity group transaction per partition it touches
+(at most 100 rows each); nothing is read before writing. Its body is written and its answer
+read by ``table_batch`` (``AUDIT_TABLE_TRANSACTIONS=lean``), through the table client's own
+pipeline: a fifth of the SDK's ``submit_transaction`` CPU (``sdk``, the fallback). The count of
+requests is what decides the cost now (``python -m bench.table_batch``).
 
 **Every entry fits.** A document of up to 64 KiB as UTF-16 is kept as text (``doc``); a
 larger one is compressed (``docz_0..``, 64 KiB binary chunks); one that still exceeds an
@@ -51,6 +60,8 @@ retries are off: the pipeline retries in place within its time budget (``StoreRe
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -89,8 +100,13 @@ from shared.stores.base import (
 from shared.stores.seals import StoredRow
 from shared.stores.table_batch import LeanTransactions, Operation
 
-#: The partition of the entry rows and of the regarding and session views.
+#: The one commit partition of a table made before commit partitions (no layout row).
 TRAIL = "t"
+#: The row that records a table's count of commit partitions, fixed when the table is made.
+LAYOUT_KEY = ("meta", "layout")
+#: Commit partitions of a new table (AUDIT_TABLE_PARTITIONS).
+DEFAULT_PARTITIONS = 16
+MAX_PARTITIONS = 64
 #: A string property holds at most 64 KiB (UTF-16).
 TEXT_BYTES = 65_536
 #: A binary property holds at most 64 KiB.
@@ -103,6 +119,8 @@ MAX_TRANSACTION_OPERATIONS = 100
 MAX_TRANSACTION_BYTES = 3_000_000
 #: Requests in flight at once for one batch.
 WRITE_CONCURRENCY = 8
+#: Queries in flight at once for one read fanned out over the commit partitions.
+READ_CONCURRENCY = 16
 #: Seconds to open a connection; the read timeout is AUDIT_TABLE_READ_TIMEOUT.
 CONNECTION_TIMEOUT = 5.0
 # 404: the table is gone (deleted, or a fresh emulator); it is recreated and the write retried.
@@ -146,6 +164,28 @@ def _account_url(connection_string: str | None, endpoint: str | None) -> str:
     return endpoint or connection_string_value(connection_string, "TableEndpoint") or ""
 
 
+def _environment_once(url: str) -> dict[str, Any]:
+    """The environment's proxy and CA bundle for ``url``, read once. requests reads them (and
+    ~/.netrc) again for every request, walking the whole environment twice, about a quarter
+    of a lean transaction's CPU (``bench.table_batch``); every request of this store goes to
+    this one endpoint, so what it would find is the same each time. Without an endpoint (a
+    connection string naming only the account) requests keeps reading them itself."""
+    if not url:
+        return {}
+    import os
+
+    from requests.utils import get_environ_proxies
+
+    options: dict[str, Any] = {"use_env_settings": False}
+    proxies = get_environ_proxies(url)
+    if proxies:
+        options["proxies"] = proxies
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        options["connection_verify"] = bundle
+    return options
+
+
 def _status(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
     return status if isinstance(status, int) else None
@@ -163,9 +203,30 @@ def _is_permanent(exc: AzureError) -> bool:
     )
 
 
-def entry_key(entry_id: str) -> tuple[str, str]:
+def trail_partitions(count: int) -> tuple[str, ...]:
+    """The commit partitions of a table made with ``count``: ``t|00`` to ``t|<count - 1>``
+    (a table made before commit partitions has one, ``t``)."""
+    if not 1 <= count <= MAX_PARTITIONS:
+        raise ValueError(f"commit partitions: 1 to {MAX_PARTITIONS}, not {count}")
+    return tuple(f"t|{k:02d}" for k in range(count))
+
+
+def commit_partition(entry_id: str, partitions: Sequence[str]) -> str:
+    """The partition of an entry's commit point and views: a hash of its id (SHA-256, so a
+    sender choosing ids cannot crowd one partition more than chance does)."""
+    if len(partitions) == 1:
+        return partitions[0]
+    digest = hashlib.sha256(entry_id.encode()).digest()
+    return partitions[int.from_bytes(digest[:4], "big") % len(partitions)]
+
+
+def is_trail_partition(partition: str) -> bool:
+    return partition == TRAIL or partition.startswith("t|")
+
+
+def entry_key(entry_id: str, partition: str = TRAIL) -> tuple[str, str]:
     """PartitionKey and RowKey of an entry's commit-point row."""
-    return TRAIL, f"e|{entry_id}"
+    return partition, f"e|{entry_id}"
 
 
 class _Keyed(Protocol):
@@ -185,13 +246,19 @@ def _time_key(entry: _Keyed) -> str:
     return f"{iso_utc(entry.operation_created_on)}|{entry.entry_id}"
 
 
-def view_keys(entry: _Keyed) -> list[tuple[str, str]]:
-    """PartitionKey and RowKey of an entry's three views: regarding, session, day."""
+def view_keys(entry: _Keyed, partition: str = TRAIL) -> list[tuple[str, str]]:
+    """PartitionKey and RowKey of an entry's three views, regarding, session and day, all in
+    its commit partition; in a table made before commit partitions (``t``) the day view has
+    a partition of its own, its day's."""
     regarding = entry.regarding_id or "none"
+    if partition == TRAIL:
+        day = (f"d|{entry.operation_created_on.astimezone(UTC):%Y-%m-%d}", _time_key(entry))
+    else:
+        day = (partition, f"d|{_time_key(entry)}")
     return [
-        (TRAIL, f"r|{regarding}|{_time_key(entry)}"),
-        (TRAIL, f"s|{entry.processsession_id}|{_time_key(entry)}"),
-        (f"d|{entry.operation_created_on.astimezone(UTC):%Y-%m-%d}", _time_key(entry)),
+        (partition, f"r|{regarding}|{_time_key(entry)}"),
+        (partition, f"s|{entry.processsession_id}|{_time_key(entry)}"),
+        day,
     ]
 
 
@@ -206,6 +273,8 @@ class Stored:
     rows: list[_Entity]
     #: what each view row carries: the document, or a pointer to the entry row
     view_properties: _Entity
+    #: the commit partition of the entry row and its regarding and session views
+    partition: str = TRAIL
 
 
 def _chunks(data: bytes, size: int) -> list[bytes]:
@@ -218,9 +287,11 @@ def stored_form(
     *,
     ring: KeyRing | None = None,
     seal: str | None = None,
+    partition: str = TRAIL,
 ) -> Stored:
-    """The rows of one entry (see the module docstring): a new entry's document sealed under
-    ``ring``; a held one keeps the ``document`` and ``seal`` it was stored with."""
+    """The rows of one entry (see the module docstring) in its commit ``partition``: a new
+    entry's document sealed under ``ring``; a held one keeps the ``document`` and ``seal`` it
+    was stored with."""
     if document is None:
         document = entry.json_text()
         seal = ring.seal_document(document) if ring is not None else None
@@ -238,17 +309,17 @@ def stored_form(
         "seal": seal or "",
         "doc_chars": len(document),
     }
-    pk, rk = entry_key(entry.entry_id)
+    pk, rk = entry_key(entry.entry_id, partition)
     if len(document) * 4 <= TEXT_BYTES or len(document.encode("utf-16-le")) <= TEXT_BYTES:
         carried: _Entity = {"doc": document}
         row = {"PartitionKey": pk, "RowKey": rk, **summary, **carried}
-        return Stored(entry, document, digest, [row], {**summary, **carried})
+        return Stored(entry, document, digest, [row], {**summary, **carried}, partition)
     packed = zlib.compress(document.encode(), 6)
     if len(packed) <= ROW_DOCUMENT_BYTES:
         chunks = _chunks(packed, BINARY_CHUNK)
         carried = {"docz": len(chunks), **{f"docz_{i}": c for i, c in enumerate(chunks)}}
         row = {"PartitionKey": pk, "RowKey": rk, **summary, **carried}
-        return Stored(entry, document, digest, [row], {**summary, **carried})
+        return Stored(entry, document, digest, [row], {**summary, **carried}, partition)
     parts = _chunks(packed, ROW_DOCUMENT_BYTES)
     rows = [{"PartitionKey": pk, "RowKey": rk, **summary, "doc_parts": len(parts)}]
     for n, part in enumerate(parts):
@@ -268,14 +339,14 @@ def stored_form(
             f"entry compresses to {len(packed):,} bytes, over what one Table Storage "
             "transaction carries (4 MiB)",
         )
-    return Stored(entry, document, digest, rows, {**summary, "doc_ref": True})
+    return Stored(entry, document, digest, rows, {**summary, "doc_ref": True}, partition)
 
 
 def view_rows(stored: Stored) -> list[_Entity]:
     """The three view rows of a stored entry (same properties, three keys)."""
     return [
         {"PartitionKey": pk, "RowKey": rk, **stored.view_properties}
-        for pk, rk in view_keys(stored.entry)
+        for pk, rk in view_keys(stored.entry, stored.partition)
     ]
 
 
@@ -339,19 +410,21 @@ class TableAuditStore:
         ring: KeyRing | None = None,
         page_chars: int = DEFAULT_PAGE_CHARS,
         transactions: str = "lean",
+        partitions: int = DEFAULT_PARTITIONS,
         **client_options: Any,
     ) -> None:
         if transactions not in ("lean", "sdk"):
             raise ValueError(f"AUDIT_TABLE_TRANSACTIONS is lean or sdk, not {transactions!r}")
         self.ring = ring
         self.page_chars = page_chars
+        self.endpoint = _account_url(connection_string, endpoint)
         options: dict[str, Any] = {
             "connection_timeout": CONNECTION_TIMEOUT,
             "read_timeout": read_timeout,
             "retry_total": 0,  # the pipeline retries, within its time budget
+            **_environment_once(self.endpoint),
             **client_options,
         }
-        self.endpoint = _account_url(connection_string, endpoint)
         try:
             if connection_string:
                 service = TableServiceClient.from_connection_string(connection_string, **options)
@@ -375,8 +448,64 @@ class TableAuditStore:
                 else service.get_table_client(table_name)
             )
             self._lean = LeanTransactions(self._table) if transactions == "lean" else None
+            self._readers = ThreadPoolExecutor(READ_CONCURRENCY, thread_name_prefix="table-read")
+            #: commit partitions: recorded in the table when it was made (``_layout``)
+            self.partitions, self._legacy = self._layout(partitions, create)
+            self._trail = (TRAIL,) if self._legacy else trail_partitions(self.partitions)
+            #: views created in the commit transaction (all three, or without the day's)
+            self._inline = 2 if self._legacy else 3
         except AzureError as exc:
             raise _unavailable(f"opening table {table_name!r}", exc, self.endpoint) from exc
+
+    def _layout(self, wanted: int, create: bool) -> tuple[int, bool]:
+        """The table's commit partitions, and whether it was made before them: its layout
+        row; a table with rows in ``t`` and no layout row was made before (one partition,
+        ``t``, day views in partitions of their own); a new table gets ``wanted``, recorded
+        insert-only, so writers racing to make it agree on the first one written."""
+        if wanted == 0:  # the layout before commit partitions, asked for (tests of that layout)
+            return 1, True
+        trail_partitions(wanted)  # in range
+        for _ in range(2):
+            try:
+                return _recorded_partitions(self._table.get_entity(*LAYOUT_KEY)), False
+            except ResourceNotFoundError:
+                pass
+            try:
+                query = f"PartitionKey eq '{TRAIL}'"
+                older = next(iter(self._table.query_entities(query, select=["RowKey"])), None)
+            except ResourceNotFoundError:
+                return 1, True  # no table (a reader): nothing to read in any layout
+            if older is not None or not create:
+                return 1, True
+            try:
+                self._table.create_entity(
+                    {"PartitionKey": LAYOUT_KEY[0], "RowKey": LAYOUT_KEY[1], "partitions": wanted}
+                )
+                return wanted, False
+            except ResourceExistsError:
+                continue  # another writer made it first: read theirs
+        raise StoreUnavailable(f"table {self.table_name!r}: its layout row cannot be read")
+
+    def partition_of(self, entry_id: str) -> str:
+        """The commit partition of an entry (its entry row, parts, regarding and session views)."""
+        return commit_partition(entry_id, self._trail)
+
+    def _each_partition(
+        self, query_filter: str, parameters: dict[str, Any], select: list[str] | None = None
+    ) -> list[Any]:
+        """``query_filter`` (with ``@pk``) over every commit partition, concurrently; the rows
+        of all of them, partition by partition."""
+
+        def one(partition: str) -> list[Any]:
+            return list(
+                self._table.query_entities(
+                    query_filter, parameters={**parameters, "pk": partition}, select=select
+                )
+            )
+
+        if len(self._trail) == 1:
+            return one(self._trail[0])
+        return [row for rows in self._readers.map(one, self._trail) for row in rows]
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -398,8 +527,15 @@ class TableAuditStore:
         candidates: dict[str, Stored] = {}
         for entry in entries:  # the first of a batch's copies of one entry_id is its candidate
             if entry.entry_id not in candidates:
-                candidates[entry.entry_id] = stored_form(entry, ring=self.ring)
-        units = [[*s.rows, *view_rows(s)[:2]] for s in candidates.values()]
+                candidates[entry.entry_id] = stored_form(
+                    entry, ring=self.ring, partition=self.partition_of(entry.entry_id)
+                )
+        return self._write_stored(candidates, entries)
+
+    def _write_stored(self, candidates: dict[str, Stored], entries: Sequence[AuditEntry]) -> int:
+        """Commit each candidate and write the views of what won (``write``)."""
+        inline = self._inline
+        units = [[*s.rows, *view_rows(s)[:inline]] for s in candidates.values()]
         results = self._run_all([partial(self._commit, batch) for batch in _transactions(units)])
         created = sum(n for n, _, _ in results)
         apart = [entry_id for _, ids, _ in results for entry_id in ids]  # committed alone
@@ -407,15 +543,40 @@ class TableAuditStore:
         found = self._run_all([partial(self._held, entry_id) for entry_id in existing])
         held = dict(zip(existing, found, strict=True))
         winners = [held.get(entry_id, stored) for entry_id, stored in candidates.items()]
-        rows = [row for s in winners for row in view_rows(s)[2:]]  # every day view
+        rows = [row for s in winners for row in view_rows(s)[inline:]]  # older tables' days
         for entry_id in (*apart, *existing):  # the views the commit did not write
-            rows += view_rows(held.get(entry_id) or candidates[entry_id])[:2]
+            rows += view_rows(held.get(entry_id) or candidates[entry_id])[:inline]
         batches = _transactions([row] for row in rows)
         self._run_all([partial(self._write_views, batch) for batch in batches])
         conflicts = conflicting(entries, (s.entry for s in held.values()))
         if conflicts:
             raise ConflictingDuplicates(conflicts)
         return created
+
+    def copy_in(self, rows: Iterable[StoredRow], chunk: int = 100) -> tuple[int, list[str]]:
+        """Copy entries as another trail holds them (``migrate-table``): each keeps its
+        document and seal, byte for byte, in this table's layout. Returns how many entry rows
+        this call created, and the ids of rows not copied: unreadable, or holding another
+        entry's document (``verify`` names each)."""
+        created, unreadable = 0, []
+        batch: dict[str, Stored] = {}
+        for row in itertools.chain(rows, [None]):
+            if row is not None:
+                try:
+                    entry = AuditEntry.model_validate_json(row.document)
+                except ValueError:
+                    entry = None
+                if entry is None or entry.entry_id != row.row_id:  # unreadable, or a copy
+                    unreadable.append(row.row_id)
+                    continue
+                batch[entry.entry_id] = stored_form(
+                    entry, row.document, seal=row.seal, partition=self.partition_of(entry.entry_id)
+                )
+            if batch and (row is None or len(batch) >= chunk):
+                held = list(batch.values())
+                created += self._write_stored(batch, [s.entry for s in held])
+                batch = {}
+        return created, unreadable
 
     def _commit(self, batch: list[_Entity]) -> tuple[int, list[str], list[str]]:
         """Create entry rows with their regarding and session views in one transaction.
@@ -505,7 +666,7 @@ class TableAuditStore:
 
     def stored(self, entry_id: str) -> Stored | None:
         """The entry held under ``entry_id`` as stored (None when there is none)."""
-        pk, rk = entry_key(entry_id)
+        pk, rk = entry_key(entry_id, self.partition_of(entry_id))
         try:
             row = self._table.get_entity(pk, rk)
         except ResourceNotFoundError:
@@ -514,7 +675,8 @@ class TableAuditStore:
             raise _unavailable("read after a conflict", exc, self.endpoint) from exc
         document = self._document(row)
         entry = AuditEntry.model_validate_json(document)
-        return stored_form(entry, document, seal=str(row.get("seal") or "") or None)
+        seal = str(row.get("seal") or "") or None
+        return stored_form(entry, document, seal=seal, partition=pk)
 
     def _document(self, row: Any, follow: bool = True) -> str:
         """The JSON document a row carries or points at. Only a view row points (at its entry
@@ -525,8 +687,9 @@ class TableAuditStore:
         if "docz" in row:
             return _inflate(_packed(row))
         entry_id = str(row.get("entry_id") or "")
-        pk, _ = entry_key(entry_id)
-        if "doc_parts" in row:
+        pk, _ = entry_key(entry_id, self.partition_of(entry_id))
+        if "doc_parts" in row:  # the part rows sit beside their entry row
+            pk = str(row.get("PartitionKey", pk))
             parts = self._table.query_entities(
                 "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
                 parameters={"pk": pk, "first": f"x|{entry_id}|", "after": f"x|{entry_id}}}"},
@@ -577,7 +740,9 @@ class TableAuditStore:
     def _commit_point(self, entry_id: str) -> RawRow | None:
         """The entry's commit-point row, or None when there is none."""
         try:
-            return self._raw(self._table.get_entity(*entry_key(entry_id)))
+            return self._raw(
+                self._table.get_entity(*entry_key(entry_id, self.partition_of(entry_id)))
+            )
         except ResourceNotFoundError:
             return None
 
@@ -637,15 +802,16 @@ class TableAuditStore:
         continuation: str | None,
         checked: bool = True,
     ) -> Page:
-        """One key's rows of a view in the trail partition: a RowKey range, in time order;
-        ``checked``: the last page adds the entries that have no row in the view."""
+        """One key's rows of a view in the commit partitions: a RowKey range in each, merged
+        in time order; ``checked``: the last page adds the entries that have no row in the
+        view."""
         prefix = f"{kind}|{key}|"
-        page = self._query(
-            "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
-            {"pk": TRAIL, "first": prefix, "after": f"{kind}|{key}}}"},
-            limit,
-            continuation,
-        )
+        view_filter = "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after"
+        bounds = {"first": prefix, "after": f"{kind}|{key}}}"}
+        if len(self._trail) == 1:
+            page = self._query(view_filter, {"pk": self._trail[0], **bounds}, limit, continuation)
+        else:
+            page = self._merged(view_filter, bounds, limit, continuation)
         if not checked or page.continuation is not None:
             return page
         column = "regarding_id" if kind == "r" else "processsession_id"
@@ -654,41 +820,84 @@ class TableAuditStore:
             page,
             f"{column} eq @value",
             {"value": value},
-            "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
-            {"pk": TRAIL, "first": prefix, "after": f"{kind}|{key}}}"},
+            lambda: self._each_partition(view_filter, bounds, ["PartitionKey", "RowKey"]),
         )
+
+    def _merged(
+        self,
+        view_filter: str,
+        bounds: dict[str, str],
+        limit: int | None,
+        continuation: str | None,
+    ) -> Page:
+        """A RowKey range read in every commit partition at once and merged by RowKey (time,
+        then entry id: one order across partitions). A page takes at most ``limit`` rows of
+        each partition; the next page starts after the last RowKey shown."""
+        parameters = dict(bounds)
+        if continuation:
+            token = decode_continuation(continuation)
+            after = token.get("after_rk") if isinstance(token, dict) else None
+            if not isinstance(after, str) or not bounds["first"] < after < bounds["after"]:
+                raise ValueError("invalid continuation token")
+            parameters["first"] = after
+
+        def one(partition: str) -> list[Any]:
+            rows = self._table.query_entities(
+                view_filter, parameters={**parameters, "pk": partition}, results_per_page=limit
+            )
+            return list(rows) if limit is None else list(itertools.islice(rows, limit))
+
+        try:
+            found = list(self._readers.map(one, self._trail))
+        except AzureError as exc:
+            raise _unavailable("read", exc, self.endpoint) from exc
+        merged = list(heapq.merge(*found, key=lambda row: str(row["RowKey"])))
+        if limit is None:
+            return self._read(merged)
+        read, more = merged[:limit], len(merged) > limit or any(len(f) == limit for f in found)
+        size = 0
+        for index, row in enumerate(read):  # the page's character budget, as in SQLite
+            size += _document_size(row)
+            if index and size > self.page_chars:
+                read, more = read[:index], True
+                break
+        following = (
+            encode_continuation({"after_rk": str(read[-1]["RowKey"])}) if more and read else None
+        )
+        return self._read(read, following)
 
     def _with_unviewed(
         self,
         page: Page,
         entry_filter: str,
         entry_parameters: dict[str, Any],
-        view_filter: str,
-        view_parameters: dict[str, Any],
+        view_rows_of: Callable[[], Iterable[Any]],
     ) -> Page:
         """``page`` (the last of a read) plus the entries the read should have found but whose
         view row is missing (removed by hand): read from their entry rows, marked. Two
-        projections (entry ids, view keys), then one read per missing entry."""
+        projections (entry ids in every commit partition, view keys), then one read per
+        missing entry."""
         try:
             committed = {
                 str(row["RowKey"])[2:]
-                for row in self._table.query_entities(
-                    "PartitionKey eq @entry_pk and RowKey gt 'e|' and RowKey lt 'e}'"
+                for row in self._each_partition(
+                    "PartitionKey eq @pk and RowKey gt 'e|' and RowKey lt 'e}'"
                     + (f" and {entry_filter}" if entry_filter else ""),
-                    parameters={"entry_pk": TRAIL, **entry_parameters},
-                    select=["RowKey"],
+                    entry_parameters,
+                    ["RowKey"],
                 )
             }
             if not committed:
                 return page
             viewed = {
                 _entry_of_view_key(str(row["PartitionKey"]), str(row["RowKey"]))
-                for row in self._table.query_entities(
-                    view_filter, parameters=view_parameters, select=["PartitionKey", "RowKey"]
-                )
+                for row in view_rows_of()
             }
             lost = sorted(committed - viewed)
-            rows = [self._table.get_entity(*entry_key(entry_id)) for entry_id in lost]
+            rows = [
+                self._table.get_entity(*entry_key(entry_id, self.partition_of(entry_id)))
+                for entry_id in lost
+            ]
         except ResourceNotFoundError:
             return page  # removed meanwhile: nothing to add
         except AzureError as exc:
@@ -735,40 +944,64 @@ class TableAuditStore:
         limit: int | None = None,
         continuation: str | None = None,
     ) -> Page:
-        """Day partitions from ``start`` to ``end``, filtered on RowKey (time) bounds; the
-        last page adds the entries of the range whose day view row is missing."""
-        clauses = ["PartitionKey ge @first", "PartitionKey lt @after"]
-        parameters: dict[str, Any] = {"first": "d|", "after": "d}"}
+        """The entries from ``start`` to ``end`` in time order: the day view's RowKey range
+        in every commit partition, merged (in a table made before commit partitions: the day
+        partitions, filtered on RowKey); the last page adds the entries of the range whose day
+        view row is missing."""
         entry_clauses: list[str] = []
         entry_parameters: dict[str, Any] = {}
+        if start is not None:
+            entry_clauses.append("operation_created_on ge @since")
+            entry_parameters["since"] = start
+        if end is not None:
+            entry_clauses.append("operation_created_on lt @until")
+            entry_parameters["until"] = end
+        if not self._legacy:
+            view_filter = "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after"
+            bounds = {
+                "first": f"d|{iso_utc(start)}" if start is not None else "d|",
+                "after": f"d|{iso_utc(end)}" if end is not None else "d}",
+            }
+            page = self._merged(view_filter, bounds, limit, continuation)
+            if page.continuation is not None:
+                return page
+            return self._with_unviewed(
+                page,
+                " and ".join(entry_clauses),
+                entry_parameters,
+                lambda: self._each_partition(view_filter, bounds, ["PartitionKey", "RowKey"]),
+            )
+        clauses = ["PartitionKey ge @first", "PartitionKey lt @after"]
+        parameters: dict[str, Any] = {"first": "d|", "after": "d}"}
         if start is not None:
             parameters["first"] = f"d|{start.astimezone(UTC):%Y-%m-%d}"
             clauses.append("RowKey ge @start")
             parameters["start"] = iso_utc(start)
-            entry_clauses.append("operation_created_on ge @since")
-            entry_parameters["since"] = start
         if end is not None:
             parameters["after"] = f"d|{end.astimezone(UTC):%Y-%m-%d}~"
             clauses.append("RowKey lt @end")
             parameters["end"] = iso_utc(end)
-            entry_clauses.append("operation_created_on lt @until")
-            entry_parameters["until"] = end
         query = " and ".join(clauses)
         page = self._query(query, parameters, limit, continuation)
         if page.continuation is not None:
             return page
         return self._with_unviewed(
-            page, " and ".join(entry_clauses), entry_parameters, query, parameters
+            page,
+            " and ".join(entry_clauses),
+            entry_parameters,
+            lambda: self._table.query_entities(
+                query, parameters=parameters, select=["PartitionKey", "RowKey"]
+            ),
         )
 
     def _entry_rows(self, select: list[str] | None = None) -> Iterator[Any]:
-        return iter(
-            self._table.query_entities(
+        """Every entry row, commit partition after commit partition (streamed)."""
+        for partition in self._trail:
+            yield from self._table.query_entities(
                 "PartitionKey eq @pk and RowKey gt 'e|' and RowKey lt 'e}'",
-                parameters={"pk": TRAIL},
+                parameters={"pk": partition},
                 select=select,
             )
-        )
 
     def scan(
         self, start: datetime | None = None, end: datetime | None = None
@@ -776,15 +1009,20 @@ class TableAuditStore:
         """Every entry row with ``start <= recorded_at < end`` (filtered by the service), for
         sealing and verifying; streamed page by page."""
         query = "PartitionKey eq @pk and RowKey gt 'e|' and RowKey lt 'e}'"
-        parameters: dict[str, Any] = {"pk": TRAIL}
+        parameters: dict[str, Any] = {}
         if start is not None:
             query += " and recorded_at ge @start"
             parameters["start"] = start
         if end is not None:
             query += " and recorded_at lt @end"
             parameters["end"] = end
+        rows = (
+            row
+            for partition in self._trail
+            for row in self._table.query_entities(query, parameters={**parameters, "pk": partition})
+        )
         try:
-            for row in self._table.query_entities(query, parameters=parameters):
+            for row in rows:
                 try:
                     document = self._document(row)
                 except (ValueError, KeyError, TypeError):
@@ -806,7 +1044,8 @@ class TableAuditStore:
     def by_id(self, entry_id: str) -> Page:
         """The one entry whose commit-point row is ``entry_id``."""
         try:
-            row = self._table.get_entity(*entry_key(normalize_id(entry_id)))
+            wanted = normalize_id(entry_id)
+            row = self._table.get_entity(*entry_key(wanted, self.partition_of(wanted)))
         except ResourceNotFoundError:
             return Page()
         except AzureError as exc:
@@ -846,14 +1085,15 @@ class TableAuditStore:
                 )
             except (KeyError, TypeError, ValueError):
                 continue  # an entry row that cannot say its keys: verify reports it
-            for key in view_keys(probe):
+            for key in view_keys(probe, str(row["PartitionKey"])):
                 expected[key] = (probe.entry_id, str(row.get("digest")))
         problems: list[ViewProblem] = []
-        views = [
-            f"PartitionKey eq '{TRAIL}' and "
-            "((RowKey gt 'r|' and RowKey lt 'r}') or (RowKey gt 's|' and RowKey lt 's}'))",
-            "PartitionKey ge 'd|' and PartitionKey lt 'd}'",
-        ]
+        ranges = "(RowKey gt 'r|' and RowKey lt 'r}') or (RowKey gt 's|' and RowKey lt 's}')"
+        if not self._legacy:
+            ranges += " or (RowKey gt 'd|' and RowKey lt 'd}')"
+        views = [f"PartitionKey eq '{partition}' and ({ranges})" for partition in self._trail]
+        if self._legacy:
+            views.append("PartitionKey ge 'd|' and PartitionKey lt 'd}'")
         seen: set[tuple[str, str]] = set()
         for query in views:
             for row in self._table.query_entities(query):  # whole rows: their documents too
@@ -902,8 +1142,13 @@ class TableAuditStore:
                 found.append(problem)
                 continue
             key_entry = _entry_of_view_key(problem.partition_key, problem.row_key)
-            if key_entry and self._table_has(*entry_key(key_entry)):
-                rebuild.append(key_entry)  # committed since the check read the entries
+            try:
+                held = self.stored(key_entry) if key_entry else None
+            except ValueError:  # its entry row is unreadable (verify names it)
+                held = None
+            key = (problem.partition_key, problem.row_key)
+            if held is not None and key in view_keys(held.entry, held.partition):
+                rebuild.append(held.entry.entry_id)  # committed since the check read entries
                 continue
             found.append(problem)
             try:
@@ -926,13 +1171,6 @@ class TableAuditStore:
                     self._send(batch, "upsert")
         return found
 
-    def _table_has(self, partition: str, row_key: str) -> bool:
-        try:
-            self._table.get_entity(partition, row_key, select=["RowKey"])
-        except ResourceNotFoundError:
-            return False
-        return True
-
     def delete_table(self) -> None:
         """Drop the whole table (tests and teardown only)."""
         self._service.delete_table(self.table_name)
@@ -940,6 +1178,7 @@ class TableAuditStore:
     def close(self) -> None:
         """Close the HTTP clients."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._readers.shutdown(wait=False, cancel_futures=True)
         self._table.close()
         self._service.close()
 
@@ -958,7 +1197,9 @@ def _view_key(partition: str, row_key: str) -> tuple[str, dict[str, str | None]]
     """The entry id a view row's key names, and what the key says of that entry (its
     regarding or session, its time); None for a key this store does not make."""
     parts = row_key.split("|")
-    if partition == TRAIL and len(parts) == 4 and parts[0] in ("r", "s"):
+    if is_trail_partition(partition) and len(parts) == 3 and parts[0] == "d":
+        return parts[2], {"operation_created_on": parts[1]}
+    if is_trail_partition(partition) and len(parts) == 4 and parts[0] in ("r", "s"):
         column = "regarding_id" if parts[0] == "r" else "processsession_id"
         value = None if parts[0] == "r" and parts[1] == "none" else parts[1]
         return parts[3], {column: value, "operation_created_on": parts[2]}
@@ -977,6 +1218,15 @@ def _document_size(row: Any) -> int:
     """How many characters of JSON a row carries or points at (compressed or not)."""
     size = row.get("doc_chars")
     return int(size) if isinstance(size, int) else len(str(row.get("doc", "")))
+
+
+def _recorded_partitions(row: Any) -> int:
+    """The count a layout row records (a row that says something else is a ValueError)."""
+    count = row.get("partitions")
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise ValueError(f"the table's layout row says partitions={count!r}")
+    trail_partitions(count)
+    return count
 
 
 def _stamp(value: Any) -> str | None:
