@@ -80,17 +80,24 @@ unit: install install-node install-runtime install-browser
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py tests/test_properties.py
 
-## bench: throughput vs the parse floor, the naive baseline, Table store, cold start, memory,
-## the drain of the local broker (bare loop, worker into SQLite, into Table on Azurite), and the
-## typed-decode probe
-bench: install install-node
+## bench: throughput vs the parse floor, the naive baseline, Table store CPU per entry (lean and
+## SDK transactions), cold start, memory, the drain of the local broker (bare loop, worker into
+## SQLite, into Table on Azurite; with 2/5/10 ms round trips), the Functions path before and
+## after issue 36, and the typed-decode probe
+bench: install install-node install-runtime
 	$(PY) -m bench.run
 	$(PY) -m bench.numbers
 	$(PY) -m bench.binary
 	$(PY) -m bench.bodies
 	$(PY) -m bench.sqlite_schema
+	$(PY) -m bench.table_batch
+	$(PY) -m bench.table_batch --batch 100
 	$(PY) -m bench.drain
 	$(PY) -m bench.drain --settle-latency-ms 2 --receive-latency-ms 2 --variants bare sqlite sqlite-each
+	for ms in 2 5 10; do $(PY) -m bench.drain -n 1500 --rounds 2 --settle-latency-ms $$ms \
+	  --receive-latency-ms $$ms --table-latency-ms $$ms \
+	  --variants bare sqlite sqlite-serial table table-serial || exit 1; done
+	$(PY) -m bench.functions_path
 	$(PY) -m bench.hostile
 	$(PY) -m bench.worker_memory
 	$(PY) -m bench.typed_decode

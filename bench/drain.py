@@ -1,22 +1,29 @@
 """Drain the local Service Bus broker: the bare SDK loop, the worker into SQLite (completing
-in ranges, and settling each message as the bare loop does), the worker into the Table store
-on Azurite, in one run, rounds interleaved, at each batch size; then each Table read path.
+in ranges; one batch at a time; settling each message as the bare loop does), the worker into
+the Table store on Azurite (overlapping, and one batch at a time), in one run, rounds
+interleaved, at each batch size; then each Table read path.
 
     python -m bench.drain [-n 2000] [--rounds 3] [--batch 32 100] [--settle-latency-ms 0]
-        [--variants bare sqlite sqlite-each table]
+        [--receive-latency-ms 0] [--table-latency-ms 0]
+        [--variants bare sqlite sqlite-serial sqlite-each table table-serial]
 
 ``--settle-latency-ms`` makes the broker wait that long before it applies and echoes each
-settlement, a stand-in for the network round trip every disposition costs against a real
-namespace (receives are not delayed).
+settlement, ``--receive-latency-ms`` before it answers a receive's credit: stand-ins for the
+network round trip each costs against a real namespace. ``--table-latency-ms`` puts a relay
+process in front of Azurite that holds each request and its answer for half that each. Every
+wait is a sleeping timer in another process: it costs the client no CPU, as a network's
+latency does not.
 
 Per variant and round: wall-clock messages per second (the drain waits on the broker and on
 Azurite, so wall time is what a queue sees) and this process's CPU per message (the client's
-work: the SDK, the pipeline, the store client; the broker and Azurite run in their own
-processes). The wall time of a drain runs from its first batch's arrival to its last
+work: the SDK, the pipeline, the store client; the broker, the relay and Azurite run in their
+own processes). The wall time of a drain runs from its first batch's arrival to its last
 settlement (``Window``); its CPU is measured less the same variant's drain of the then empty
 queue, run right after it (opening and closing the receiver, one empty receive). Ratios are
 per round (variant / bare loop of the same round); the best round is printed with the range
-over rounds. Sending the messages is not measured.
+over rounds. The overlap limit of a worker is the longer of its two halves measured one batch
+at a time in the same round: the pipeline (deciding and storing) and the rest (receiving and
+settling). Sending the messages is not measured.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from shared.stores.base import AuditStore
 from shared.stores.sqlite import SqliteAuditStore
 from shared.stores.table import TableAuditStore
 
-QUEUES = ("bare", "sqlite", "sqlite-each", "table")
+QUEUES = ("bare", "sqlite", "sqlite-serial", "sqlite-each", "table", "table-serial")
 WAIT = 0.5  # every variant ends on one empty receive of this length
 #: Accepted or rejected processsession events of bench.corpus (the rest are ignored or
 #: malformed and make no entry): 34 + 34 + 8 + 6 + 9 of its weights of 100.
@@ -57,6 +64,26 @@ ENTRY_SHARE = 0.91
 
 def phase(text: str) -> None:
     print(f"[drain] {text}", file=sys.stderr, flush=True)
+
+
+class Decide:
+    """Wall seconds the pipeline spent deciding and storing during a drain (its thread)."""
+
+    seconds = 0.0
+
+
+_handle = Pipeline.handle
+
+
+def _timed_handle(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+    start = time.perf_counter()
+    try:
+        return _handle(self, *args, **kwargs)
+    finally:
+        Decide.seconds += time.perf_counter() - start
+
+
+Pipeline.handle = _timed_handle  # type: ignore[method-assign]
 
 
 class Window:
@@ -124,6 +151,7 @@ def worker(client: ServiceBusClient, store: AuditStore, queue: str, batch: int) 
         batch_size=batch,
         max_wait_time=WAIT,
         settle_in_ranges=queue != "sqlite-each",
+        overlap="never" if queue.endswith(("-serial", "-each")) else "measured",
     ).run(until_idle=True)
     return stats.messages
 
@@ -143,6 +171,7 @@ class Run:
     client_cpu: float
     broker_cpu: float
     azurite_cpu: float
+    decide: float = 0.0
 
     def per_message_ms(self, seconds: float) -> float:
         return seconds * 1000 / self.messages
@@ -156,6 +185,7 @@ class Run:
             self.client_cpu - idle.client_cpu,
             self.broker_cpu - idle.broker_cpu,
             self.azurite_cpu - idle.azurite_cpu,
+            self.decide,
         )
 
 
@@ -163,6 +193,7 @@ def measure(work: Callable[[], int], broker: int, azurite: int) -> Run:
     """Drain once; CPU of this process (the client) and of the broker and Azurite."""
     broker_cpu, azurite_cpu = process_cpu(broker), process_cpu(azurite)
     Window.reset()
+    Decide.seconds = 0.0
     cpu = time.process_time()
     count = work()
     cpu = time.process_time() - cpu
@@ -173,6 +204,7 @@ def measure(work: Callable[[], int], broker: int, azurite: int) -> Run:
         cpu,
         process_cpu(broker) - broker_cpu,
         process_cpu(azurite) - azurite_cpu,
+        Decide.seconds,
     )
 
 
@@ -213,6 +245,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 100])
     parser.add_argument("--settle-latency-ms", type=float, default=0.0)
     parser.add_argument("--receive-latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--table-latency-ms",
+        type=float,
+        default=0.0,
+        help="round trip added to each Table request (a relay process in front of Azurite)",
+    )
     parser.add_argument("--variants", nargs="+", choices=QUEUES, default=list(QUEUES))
     args = parser.parse_args()
     if "bare" not in args.variants:
@@ -234,8 +272,16 @@ def main() -> int:
                 ) as broker,
                 ServiceBusClient.from_connection_string(broker.connection_string) as client,
             ):
+                relay = (
+                    RelayProcess(azurite.connection_string, args.table_latency_ms)
+                    if args.table_latency_ms
+                    else None
+                )
                 table = TableAuditStore(
-                    "drain" + uuid.uuid4().hex[:8], connection_string=azurite.connection_string
+                    "drain" + uuid.uuid4().hex[:8],
+                    connection_string=relay.connection_string
+                    if relay
+                    else azurite.connection_string,
                 )
                 seed = 0
                 for round_number in range(1, args.rounds + 1):
@@ -249,7 +295,7 @@ def main() -> int:
                         else:
                             store: AuditStore = (
                                 table
-                                if queue == "table"
+                                if queue.startswith("table")
                                 else SqliteAuditStore(tmp / f"drain-{seed}.sqlite3")
                             )
                             work = partial(worker, client, store, queue, batch)
@@ -260,12 +306,13 @@ def main() -> int:
                         results[batch, queue].append(run.less(idle))
                 for batch in args.batch:
                     report({q: results[batch, q] for q in args.variants}, args, batch)
-                if "table" not in args.variants:
-                    return 0
-                phase("Table store read paths")
-                print(f"Table store read paths ({table.count()} entries in the table):")
-                read_paths(table, list(messages(200, seed=seed)))
+                if "table" in args.variants:
+                    phase("Table store read paths")
+                    print(f"Table store read paths ({table.count()} entries in the table):")
+                    read_paths(table, list(messages(200, seed=seed)))
                 table.close()
+                if relay:
+                    relay.stop()
         finally:
             azurite.stop()
     return 0
@@ -275,6 +322,7 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace, batch: int) 
     print(
         f"\nDrain of {args.n} bench-corpus messages per variant, batch {batch}, settlement "
         f"echo delayed {args.settle_latency_ms:g} ms, receive {args.receive_latency_ms:g} ms, "
+        f"each Table request {args.table_latency_ms:g} ms, "
         f"{args.rounds} rounds interleaved (best round, range over rounds; CPU in ms per "
         "message, best round):"
     )
@@ -286,8 +334,10 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace, batch: int) 
     names = {
         "bare": "bare SDK loop",
         "sqlite": "worker, SQLite",
+        "sqlite-serial": "  the same, one batch at a time",
         "sqlite-each": "  the same, settling each",
         "table": "worker, Table (Azurite)",
+        "table-serial": "  the same, one batch at a time",
     }
     for queue, runs in results.items():
         rates = [r.messages / r.wall for r in runs]
@@ -300,6 +350,10 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace, batch: int) 
             f"  {names[queue]:<26} {max(rates):7.0f} {max(ratios):6.3f} {spread:>14}"
             f" {client:7.2f} {broker:7.2f} {azurite:8.2f}"
         )
+    for overlapped in ("sqlite", "table"):
+        serial = results.get(f"{overlapped}-serial")
+        if serial and overlapped in results:
+            overlap_limit(overlapped, results[overlapped], serial)
     table = results.get("table")
     if not table:
         return
@@ -308,6 +362,59 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace, batch: int) 
         f"  Table worker client CPU per entry (median; {ENTRY_SHARE:.0%} of the corpus's "
         f"messages make an entry): {entries:.2f} ms"
     )
+
+
+def overlap_limit(name: str, overlapped: list[Run], serial: list[Run]) -> None:
+    """How near the overlapping worker comes to its limit: one batch at a time, a drain takes
+    the pipeline's time (deciding and storing) plus the rest (receiving and settling); the
+    two overlapped, it can take no less than the longer of them. Per round, from the serial
+    drain of the same round."""
+    ratios = []
+    for run, alone in zip(overlapped, serial, strict=True):
+        rest = max(alone.wall - alone.decide, 0.0)
+        limit = alone.messages / max(rest, alone.decide)
+        ratios.append((run.messages / run.wall) / limit)
+    gain = max(
+        o.messages / o.wall / (s.messages / s.wall) for o, s in zip(overlapped, serial, strict=True)
+    )
+    print(
+        f"  {name}: overlap {gain:.2f}x one batch at a time; {max(ratios):.2f} of its overlap "
+        f"limit (range {min(ratios):.2f}..{max(ratios):.2f})"
+    )
+
+
+class RelayProcess:
+    """``devtools.table_relay`` in a process of its own (its CPU is not the client's)."""
+
+    def __init__(self, connection_string: str, delay_ms: float, stand_in: bool = False) -> None:
+        import subprocess
+
+        head, endpoint = connection_string.split("TableEndpoint=")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devtools.table_relay",
+                "--target",
+                endpoint.rstrip(";"),
+                "--delay-ms",
+                str(delay_ms),
+                *(["--stand-in"] if stand_in else []),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("relaying on "):
+            raise RuntimeError(f"the table relay did not start: {line!r}")
+        self.connection_string = f"{head}TableEndpoint={line.split()[-1]};"
+
+    def stop(self) -> None:
+        from devtools.processes import stop_process_group
+
+        stop_process_group(self.process)
 
 
 if __name__ == "__main__":

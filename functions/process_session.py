@@ -32,6 +32,16 @@ CONNECTION = "ServiceBusConnection"
 Messages = typing.List[servicebus.ServiceBusReceivedMessage]  # noqa: UP006
 
 
+def _process(messages: Messages, actions: servicebus.ServiceBusMessageActions) -> None:
+    process_and_settle(
+        messages,
+        actions,
+        runtime.pipeline,
+        runtime.lock_renewal_seconds,
+        runtime.settle_concurrency,
+    )
+
+
 @bp.function_name("process_session_queue")
 @bp.service_bus_queue_trigger(
     arg_name="messages",
@@ -45,7 +55,7 @@ def process_session_queue(
     message_actions: servicebus.ServiceBusMessageActions,
 ) -> None:
     """Audit a batch from the queue: one store write, each message settled by its outcome."""
-    process_and_settle(messages, message_actions, runtime.pipeline, runtime.lock_renewal_seconds)
+    _process(messages, message_actions)
 
 
 @bp.function_name("process_session_topic")
@@ -62,4 +72,4 @@ def process_session_topic(
     message_actions: servicebus.ServiceBusMessageActions,
 ) -> None:
     """Audit a batch from the topic subscription, settled message by message."""
-    process_and_settle(messages, message_actions, runtime.pipeline, runtime.lock_renewal_seconds)
+    _process(messages, message_actions)

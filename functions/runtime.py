@@ -34,6 +34,11 @@ def pipeline() -> Pipeline:
     return build_pipeline(settings())
 
 
+def settle_concurrency() -> int:
+    """Settlements of a batch in flight at once (AUDIT_SETTLE_CONCURRENCY)."""
+    return settings().audit_settle_concurrency
+
+
 def lock_renewal_seconds() -> float:
     """How often a batch's locks are renewed while it is processed (AUDIT_LOCK_RENEWAL_SECONDS)."""
     return settings().audit_lock_renewal_seconds

@@ -352,6 +352,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       AUDIT_TABLE_READ_TIMEOUT: '20'
       AUDIT_TABLE_PARTITIONS: '16'
       AUDIT_TABLE_TRANSACTIONS: 'lean'
+      AUDIT_SETTLE_CONCURRENCY: '16'
       // The tamper-evident trail: entries sealed with the key from Key Vault, windows sealed
       // by the seal_trail timer into the WORM container, 15 minutes after each hour closes.
       AUDIT_TRAIL_KEY: '@Microsoft.KeyVault(SecretUri=${trailKeySecret.properties.secretUri})'

@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         "its message locks are renewed this often; keep it under a third of the entity's lock "
         "duration (default 1 min)",
     )
+    audit_settle_concurrency: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="AUDIT_SETTLE_CONCURRENCY: in Azure Functions, how many of a batch's "
+        "completes, abandons and dead-letters are in flight at once (each is a round trip to "
+        "the host and Service Bus); 1 settles one after another",
+    )
     audit_store_retry_seconds: float = Field(
         480.0,
         ge=0,

@@ -180,6 +180,9 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 QUEUES = (
     "samples",
+    "overlap",
+    "overlap-locks:lock=2",
+    "overlap-stop",
     "outage",
     "poison:max=3",
     "expiry:lock=2",

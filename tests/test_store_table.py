@@ -134,3 +134,29 @@ def test_a_date_before_1601_is_refused_at_write_time_and_reads_go_on(azurite):
     assert len(table.in_range().entries) == 1
     table.delete_table()
     table.close()
+
+
+def test_pages_merged_over_the_commit_partitions_are_whole_and_in_order(table):
+    """50 entries over 16 partitions, 30 of them in one, pages of 40: each partition is asked
+    for a share first and read further only where a page needs more of it; together the pages
+    are the trail, once each, in time order, for a regarding record and for a time range."""
+    from collections import Counter
+
+    from shared.stores.base import all_pages
+
+    candidates = [make_entry(i, regarding=BANK) for i in range(600)]
+    home = table.partition_of(candidates[0].entry_id)
+    crowded = [e for e in candidates if table.partition_of(e.entry_id) == home][:30]
+    entries = crowded + [e for e in candidates if e not in crowded][:20]
+    table.write(entries)
+    first_page = sorted(entries, key=lambda e: (e.operation_created_on, e.entry_id))[:40]
+    crowded = Counter(table.partition_of(e.entry_id) for e in first_page).most_common(1)[0][1]
+    assert crowded > 8  # one partition holds more of the first page than its first share
+    expected = [
+        e.entry_id for e in sorted(entries, key=lambda e: (e.operation_created_on, e.entry_id))
+    ]
+    for read in (
+        lambda c: table.by_regarding(BANK, limit=40, continuation=c),
+        lambda c: table.in_range(limit=40, continuation=c),
+    ):
+        assert [e.entry_id for e in all_pages(read)] == expected

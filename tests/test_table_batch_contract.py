@@ -4,7 +4,7 @@ rows (values and types) and the same errors (type, status, error code), and the 
 gives the same rows and the same store errors on either path (``AUDIT_TABLE_TRANSACTIONS``).
 
 Faults Azurite cannot play (a 5xx, a failed part inside a 202, no answer in time) come from a
-loopback proxy in front of it (``tests/table_faults.py``); a 403 is Azurite's own answer to a
+loopback proxy in front of it (``devtools/table_relay.py``); a 403 is Azurite's own answer to a
 wrong account key.
 """
 
@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from devtools.table_relay import TableRelay
 from shared.errors import StoreRejected, StoreUnavailable
 from shared.stores.base import ConflictingDuplicates
 from shared.stores.table import TableAuditStore, stored_form, view_rows
 from shared.stores.table_batch import LeanTransactions, Operation, batch_answers, entity_json
 from tests.entries import make_entry
-from tests.table_faults import FaultProxy
 
 Ops = Sequence[tuple[Operation, Mapping[str, Any]]]
 BANK = "5f1b0c55-0000-4000-8000-0000000000b1"
@@ -213,21 +213,21 @@ def test_a_missing_table_and_a_wrong_key_raise_the_same_errors(azurite: Any) -> 
 
 
 @pytest.fixture
-def proxy(azurite: Any) -> Iterator[FaultProxy]:
+def proxy(azurite: Any) -> Iterator[TableRelay]:
     endpoint = azurite.connection_string.split("TableEndpoint=")[1].rstrip(";")
-    server = FaultProxy(endpoint)
+    server = TableRelay(endpoint)
     yield server
     server.close()
 
 
-def _through(proxy: FaultProxy, azurite: Any) -> str:
+def _through(proxy: TableRelay, azurite: Any) -> str:
     head = azurite.connection_string.split("TableEndpoint=")[0]
     return f"{head}TableEndpoint={proxy.endpoint};"
 
 
 @pytest.mark.parametrize("fault", ["503", "500", "part500", "stall"])
 def test_faults_of_the_service_raise_the_same_errors(
-    azurite: Any, proxy: FaultProxy, fault: str
+    azurite: Any, proxy: TableRelay, fault: str
 ) -> None:
     service = TableServiceClient.from_connection_string(
         _through(proxy, azurite), retry_total=0, read_timeout=1
@@ -258,7 +258,7 @@ def _store(connection_string: str, name: str, transactions: str) -> TableAuditSt
 
 
 def test_the_store_writes_the_same_rows_and_raises_the_same_errors_on_either_path(
-    azurite: Any, proxy: FaultProxy
+    azurite: Any, proxy: TableRelay
 ) -> None:
     """The store's own behaviour (commit point, conflict per entry, huge entries, views from
     the winner, store errors) is the same whichever path sends its transactions."""

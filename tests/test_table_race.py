@@ -225,3 +225,54 @@ def test_check_views_names_each_disagreement_and_repairs_it(azurite, tamper):
     finally:
         store.delete_table()
         store.close()
+
+
+MAKER = textwrap.dedent(
+    """
+    import sys, time
+    from shared.stores.table import TableAuditStore
+    from tests.entries import make_entry
+
+    start = float(sys.argv[4])
+    while time.time() < start:  # both processes open the new table at the same moment
+        time.sleep(0.001)
+    store = TableAuditStore(sys.argv[2], connection_string=sys.argv[1], partitions=int(sys.argv[3]))
+    base = 1000 * int(sys.argv[3])
+    store.write([make_entry(base + n) for n in range(40)])
+    print(store.partitions)
+    store.close()
+    """
+)
+
+
+def test_two_writers_making_one_table_agree_on_its_partitions(azurite):
+    """Two processes open a table that does not exist yet, one asking for 4 commit partitions
+    and one for 16: the layout recorded first is the one both write in, and every entry of
+    both is in its place."""
+    import time
+
+    from shared.stores.table import TableAuditStore
+
+    name = f"race{uuid.uuid4().hex[:12]}"
+    start = f"{time.time() + 3:.3f}"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", MAKER, azurite.connection_string, name, str(n), start],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in (4, 16)
+    ]
+    counts = {int(w.communicate(timeout=120)[0].strip()) for w in writers}
+    assert [w.returncode for w in writers] == [0, 0]
+    assert len(counts) == 1  # one layout, whichever came first
+    store = TableAuditStore(name, connection_string=azurite.connection_string, create=False)
+    try:
+        assert {store.partitions} == counts
+        assert store.count() == 80
+        assert store.check_views() == []
+        assert len(store.in_range().entries) == 80
+    finally:
+        store.delete_table()
+        store.close()

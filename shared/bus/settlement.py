@@ -214,9 +214,10 @@ def process_and_settle(
     actions: MessageActions,
     pipeline: Callable[[], Pipeline],
     renew_every: Callable[[], float] | None = None,
+    concurrency: Callable[[], int] | None = None,
 ) -> list[Outcome]:
     """Adapt the SDK messages, run the pipeline (renewing locks while it runs), and settle each
-    by its own outcome.
+    by its own outcome, ``concurrency()`` at a time (16 without it).
 
     If the service cannot run at all (a setting is invalid, the store cannot be opened), every
     readable message is abandoned explicitly, so that none waits for its lock to expire and
@@ -241,5 +242,6 @@ def process_and_settle(
         )
         abandon_all(sdk_messages, actions)
         return []
-    settle_concurrently(readable, outcomes, actions, every)
+    in_flight = concurrency() if concurrency else SETTLE_CONCURRENCY
+    settle_concurrently(readable, outcomes, actions, every, in_flight)
     return outcomes

@@ -175,6 +175,12 @@ def paths_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def table_or_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=("table", "json"), help="lines on a terminal, JSON when piped"
+    )
+
+
 def table_or_jsonl_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",

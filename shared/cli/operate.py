@@ -12,6 +12,7 @@ from shared.cli.common import (
     entity_options,
     output_format,
     servicebus_client,
+    table_or_json_option,
     table_or_jsonl_option,
 )
 from shared.cli.console import (
@@ -297,7 +298,5 @@ def add_commands(commands: Commands) -> None:
         help="commit partitions of the new table, 1 to 64 (default 16); an existing table "
         "keeps its own",
     )
-    migrate.add_argument(
-        "--format", choices=("table", "json"), help="lines on a terminal, JSON when piped"
-    )
+    table_or_json_option(migrate)
     migrate.set_defaults(handler=cmd_migrate_table)

@@ -16,6 +16,7 @@ from shared.cli.common import (
     output_format,
     say,
     store_label,
+    table_or_json_option,
     time_range_options,
 )
 from shared.cli.console import (
@@ -219,9 +220,7 @@ def add_commands(commands: Commands) -> None:
         action="store_true",
         help="rewrite each disagreeing view from its entry row, delete views with no entry",
     )
-    check.add_argument(
-        "--format", choices=("table", "json"), help="lines on a terminal, JSON when piped"
-    )
+    table_or_json_option(check)
     check.set_defaults(handler=cmd_check_store)
 
     seal = commands.add_parser(
@@ -261,7 +260,5 @@ def add_commands(commands: Commands) -> None:
         help="a head that seal or verify printed earlier: exit 1 unless the trail extends it "
         "(a cut tail, a restored older copy)",
     )
-    verify.add_argument(
-        "--format", choices=("table", "json"), help="lines on a terminal, JSON when piped"
-    )
+    table_or_json_option(verify)
     verify.set_defaults(handler=cmd_verify)

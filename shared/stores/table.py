@@ -117,8 +117,8 @@ ROW_DOCUMENT_BYTES = 14 * BINARY_CHUNK
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_TRANSACTION_OPERATIONS = 100
 MAX_TRANSACTION_BYTES = 3_000_000
-#: Requests in flight at once for one batch.
-WRITE_CONCURRENCY = 8
+#: Requests in flight at once for one batch (one round trip for the 16 commit partitions).
+WRITE_CONCURRENCY = 16
 #: Queries in flight at once for one read fanned out over the commit partitions.
 READ_CONCURRENCY = 16
 #: Seconds to open a connection; the read timeout is AUDIT_TABLE_READ_TIMEOUT.
@@ -831,8 +831,10 @@ class TableAuditStore:
         continuation: str | None,
     ) -> Page:
         """A RowKey range read in every commit partition at once and merged by RowKey (time,
-        then entry id: one order across partitions). A page takes at most ``limit`` rows of
-        each partition; the next page starts after the last RowKey shown."""
+        then entry id: one order across partitions). For a page, each partition's first
+        answer is a share of ``limit`` (all asked at once); a partition the page needs more of
+        is read further, page by page, only then. The next page starts after the last RowKey
+        shown."""
         parameters = dict(bounds)
         if continuation:
             token = decode_continuation(continuation)
@@ -840,21 +842,29 @@ class TableAuditStore:
             if not isinstance(after, str) or not bounds["first"] < after < bounds["after"]:
                 raise ValueError("invalid continuation token")
             parameters["first"] = after
+        share = None if limit is None else min(limit + 1, max(8, 2 * -(-limit // len(self._trail))))
 
-        def one(partition: str) -> list[Any]:
-            rows = self._table.query_entities(
-                view_filter, parameters={**parameters, "pk": partition}, results_per_page=limit
-            )
-            return list(rows) if limit is None else list(itertools.islice(rows, limit))
+        def first(partition: str) -> tuple[list[Any], Iterator[Any]]:
+            pages = self._table.query_entities(
+                view_filter, parameters={**parameters, "pk": partition}, results_per_page=share
+            ).by_page()
+            if limit is None:
+                return [row for page in pages for row in page], iter(())
+            return list(next(pages, [])), (row for page in pages for row in page)
+
+        def rows(opening: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
+            yield from opening
+            yield from rest  # read only when the merge gets this far
 
         try:
-            found = list(self._readers.map(one, self._trail))
+            openings = list(self._readers.map(first, self._trail))
+            merged = heapq.merge(*(rows(*o) for o in openings), key=lambda r: str(r["RowKey"]))
+            taken = list(merged if limit is None else itertools.islice(merged, limit + 1))
         except AzureError as exc:
             raise _unavailable("read", exc, self.endpoint) from exc
-        merged = list(heapq.merge(*found, key=lambda row: str(row["RowKey"])))
         if limit is None:
-            return self._read(merged)
-        read, more = merged[:limit], len(merged) > limit or any(len(f) == limit for f in found)
+            return self._read(taken)
+        read, more = taken[:limit], len(taken) > limit
         size = 0
         for index, row in enumerate(read):  # the page's character budget, as in SQLite
             size += _document_size(row)
@@ -956,6 +966,7 @@ class TableAuditStore:
         if end is not None:
             entry_clauses.append("operation_created_on lt @until")
             entry_parameters["until"] = end
+        view_rows_of: Callable[[], Iterable[Any]]
         if not self._legacy:
             view_filter = "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after"
             bounds = {
@@ -963,35 +974,31 @@ class TableAuditStore:
                 "after": f"d|{iso_utc(end)}" if end is not None else "d}",
             }
             page = self._merged(view_filter, bounds, limit, continuation)
-            if page.continuation is not None:
-                return page
-            return self._with_unviewed(
-                page,
-                " and ".join(entry_clauses),
-                entry_parameters,
-                lambda: self._each_partition(view_filter, bounds, ["PartitionKey", "RowKey"]),
+            keys = ["PartitionKey", "RowKey"]
+            view_rows_of = partial(self._each_partition, view_filter, bounds, keys)
+        else:
+            clauses = ["PartitionKey ge @first", "PartitionKey lt @after"]
+            parameters: dict[str, Any] = {"first": "d|", "after": "d}"}
+            if start is not None:
+                parameters["first"] = f"d|{start.astimezone(UTC):%Y-%m-%d}"
+                clauses.append("RowKey ge @start")
+                parameters["start"] = iso_utc(start)
+            if end is not None:
+                parameters["after"] = f"d|{end.astimezone(UTC):%Y-%m-%d}~"
+                clauses.append("RowKey lt @end")
+                parameters["end"] = iso_utc(end)
+            query = " and ".join(clauses)
+            page = self._query(query, parameters, limit, continuation)
+            view_rows_of = partial(
+                self._table.query_entities,
+                query,
+                parameters=parameters,
+                select=["PartitionKey", "RowKey"],
             )
-        clauses = ["PartitionKey ge @first", "PartitionKey lt @after"]
-        parameters: dict[str, Any] = {"first": "d|", "after": "d}"}
-        if start is not None:
-            parameters["first"] = f"d|{start.astimezone(UTC):%Y-%m-%d}"
-            clauses.append("RowKey ge @start")
-            parameters["start"] = iso_utc(start)
-        if end is not None:
-            parameters["after"] = f"d|{end.astimezone(UTC):%Y-%m-%d}~"
-            clauses.append("RowKey lt @end")
-            parameters["end"] = iso_utc(end)
-        query = " and ".join(clauses)
-        page = self._query(query, parameters, limit, continuation)
         if page.continuation is not None:
             return page
         return self._with_unviewed(
-            page,
-            " and ".join(entry_clauses),
-            entry_parameters,
-            lambda: self._table.query_entities(
-                query, parameters=parameters, select=["PartitionKey", "RowKey"]
-            ),
+            page, " and ".join(entry_clauses), entry_parameters, view_rows_of
         )
 
     def _entry_rows(self, select: list[str] | None = None) -> Iterator[Any]:

@@ -147,7 +147,8 @@ class FunctionsHost:
         self._lock = threading.Lock()
 
     def __enter__(self) -> FunctionsHost:
-        self._server = grpc.server(futures.ThreadPoolExecutor(4))
+        # as many threads as the app has settlements in flight (AUDIT_SETTLE_CONCURRENCY, up to 32)
+        self._server = grpc.server(futures.ThreadPoolExecutor(32))
         settlement_pb2_grpc.add_SettlementServicer_to_server(self.settlement, self._server)
         port = self._server.add_insecure_port("127.0.0.1:0")
         self._server.start()
