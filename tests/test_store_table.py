@@ -11,7 +11,8 @@ from devtools.azurite import KEY
 from devtools.processes import free_port
 from shared.errors import StoreRejected, StoreUnavailable
 from shared.pipeline import Pipeline, evaluate
-from shared.stores.table import TableAuditStore, stored_form, view_rows
+from shared.stores.table import TableAuditStore
+from shared.stores.table_rows import stored_form, view_rows
 from shared.verdicts import Settlement
 from tests.conftest import table_store
 from tests.entries import make_entry, synthetic_message

@@ -23,8 +23,9 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from devtools.table_relay import TableRelay
 from shared.errors import StoreRejected, StoreUnavailable
 from shared.stores.base import ConflictingDuplicates
-from shared.stores.table import TableAuditStore, stored_form, view_rows
+from shared.stores.table import TableAuditStore
 from shared.stores.table_batch import LeanTransactions, Operation, batch_answers, entity_json
+from shared.stores.table_rows import stored_form, view_rows
 from tests.entries import make_entry
 
 Ops = Sequence[tuple[Operation, Mapping[str, Any]]]

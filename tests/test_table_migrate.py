@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from shared.pipeline import Pipeline
-from shared.stores.table import LAYOUT_KEY, TRAIL, TableAuditStore
+from shared.stores.table import TableAuditStore
+from shared.stores.table_rows import LAYOUT_KEY, TRAIL
 from tests.conftest import run_cli, table_store
 from tests.entries import make_entry, synthetic_message
 from tests.test_seals import KEY, RING, azurite_blob  # noqa: F401 - a fixture
