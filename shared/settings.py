@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     audit_table_transactions: Literal["lean", "sdk"] = Field(
         "lean",
         description="AUDIT_TABLE_TRANSACTIONS: how the Table store writes its entity group "
-        "transactions: lean (the batch body written and read by the service, about a sixth "
+        "transactions: lean (the batch body written and read by the service, a fifth to an eighth "
         "of the SDK's CPU) or sdk (azure-data-tables' submit_transaction, the fallback)",
     )
     audit_table_partitions: int = Field(
