@@ -101,21 +101,21 @@ from shared.stores.table_rows import (
     DEFAULT_PARTITIONS,
     LAYOUT_KEY,
     TRAIL,
+    KeyProbe,
     Stored,
-    _commit_rows_only,
-    _document_size,
-    _entry_of_view_key,
-    _inflate,
-    _KeyProbe,
-    _packed,
-    _recorded_partitions,
-    _stamp,
-    _transactions,
-    _view_key,
     commit_partition,
+    commit_rows_only,
+    document_size,
     entry_key,
+    entry_of_view_key,
+    inflate,
+    packed_document,
+    parse_view_key,
+    recorded_partitions,
+    stamp,
     stored_form,
     trail_partitions,
+    transaction_batches,
     view_keys,
     view_rows,
 )
@@ -262,8 +262,6 @@ class TableAuditStore:
             #: commit partitions: recorded in the table when it was made (``_layout``)
             self.partitions, self._legacy = self._layout(partitions, create)
             self._trail = (TRAIL,) if self._legacy else trail_partitions(self.partitions)
-            #: views created in the commit transaction (all three, or without the day's)
-            self._inline = 2 if self._legacy else 3
         except AzureError as exc:
             raise _unavailable(f"opening table {table_name!r}", exc, self.endpoint) from exc
 
@@ -277,7 +275,7 @@ class TableAuditStore:
         trail_partitions(wanted)  # in range
         for _ in range(2):
             try:
-                return _recorded_partitions(self._table.get_entity(*LAYOUT_KEY)), False
+                return recorded_partitions(self._table.get_entity(*LAYOUT_KEY)), False
             except ResourceNotFoundError:
                 pass
             try:
@@ -344,9 +342,11 @@ class TableAuditStore:
 
     def _write_stored(self, candidates: dict[str, Stored], entries: Sequence[AuditEntry]) -> int:
         """Commit each candidate and write the views of what won (``write``)."""
-        inline = self._inline
+        inline = 2 if self._legacy else 3  # views in the commit (an older table: not the day's)
         units = [[*s.rows, *view_rows(s)[:inline]] for s in candidates.values()]
-        results = self._run_all([partial(self._commit, batch) for batch in _transactions(units)])
+        results = self._run_all(
+            [partial(self._commit, batch) for batch in transaction_batches(units)]
+        )
         created = sum(n for n, _, _ in results)
         apart = [entry_id for _, ids, _ in results for entry_id in ids]  # committed alone
         existing = [entry_id for _, _, ids in results for entry_id in ids]
@@ -356,7 +356,7 @@ class TableAuditStore:
         rows = [row for s in winners for row in view_rows(s)[inline:]]  # older tables' days
         for entry_id in (*apart, *existing):  # the views the commit did not write
             rows += view_rows(held.get(entry_id) or candidates[entry_id])[:inline]
-        batches = _transactions([row] for row in rows)
+        batches = transaction_batches([row] for row in rows)
         self._run_all([partial(self._write_views, batch) for batch in batches])
         conflicts = conflicting(entries, (s.entry for s in held.values()))
         if conflicts:
@@ -370,22 +370,22 @@ class TableAuditStore:
         entry's document (``verify`` names each)."""
         created, unreadable = 0, []
         batch: dict[str, Stored] = {}
-        for row in itertools.chain(rows, [None]):
-            if row is not None:
-                try:
-                    entry = AuditEntry.model_validate_json(row.document)
-                except ValueError:
-                    entry = None
-                if entry is None or entry.entry_id != row.row_id:  # unreadable, or a copy
-                    unreadable.append(row.row_id)
-                    continue
-                batch[entry.entry_id] = stored_form(
-                    entry, row.document, seal=row.seal, partition=self.partition_of(entry.entry_id)
-                )
-            if batch and (row is None or len(batch) >= chunk):
-                held = list(batch.values())
-                created += self._write_stored(batch, [s.entry for s in held])
+        for row in rows:
+            try:
+                entry = AuditEntry.model_validate_json(row.document)
+            except ValueError:
+                entry = None
+            if entry is None or entry.entry_id != row.row_id:  # unreadable, or a copy
+                unreadable.append(row.row_id)
+                continue
+            batch[entry.entry_id] = stored_form(
+                entry, row.document, seal=row.seal, partition=self.partition_of(entry.entry_id)
+            )
+            if len(batch) >= chunk:
+                created += self._write_stored(batch, [s.entry for s in batch.values()])
                 batch = {}
+        if batch:
+            created += self._write_stored(batch, [s.entry for s in batch.values()])
         return created, unreadable
 
     def _commit(self, batch: list[_Entity]) -> tuple[int, list[str], list[str]]:
@@ -406,7 +406,7 @@ class TableAuditStore:
         for entry in entries:  # each entry alone: its commit-point rows, without the views
             rows = [e for e in batch if e["entry_id"] == entry["entry_id"]]
             try:
-                self._send(_commit_rows_only(rows), "create")
+                self._send(commit_rows_only(rows), "create")
                 created.append(entry["entry_id"])
             except ResourceExistsError:
                 existing.append(entry["entry_id"])
@@ -495,7 +495,7 @@ class TableAuditStore:
         if "doc" in row:
             return str(row["doc"])
         if "docz" in row:
-            return _inflate(_packed(row))
+            return inflate(packed_document(row))
         entry_id = str(row.get("entry_id") or "")
         pk, _ = entry_key(entry_id, self.partition_of(entry_id))
         if "doc_parts" in row:  # the part rows sit beside their entry row
@@ -504,10 +504,10 @@ class TableAuditStore:
                 "PartitionKey eq @pk and RowKey gt @first and RowKey lt @after",
                 parameters={"pk": pk, "first": f"x|{entry_id}|", "after": f"x|{entry_id}}}"},
             )
-            chunks = sorted((p["RowKey"], _packed(p)) for p in parts)
+            chunks = sorted((p["RowKey"], packed_document(p)) for p in parts)
             if len(chunks) != int(row["doc_parts"]):
                 raise ValueError(f"{len(chunks)} of {row['doc_parts']} entry parts found")
-            return _inflate(b"".join(chunk for _, chunk in chunks))
+            return inflate(b"".join(chunk for _, chunk in chunks))
         if str(row.get("RowKey", "")).startswith("e|") or not follow:
             raise ValueError("the row carries no document")
         try:
@@ -529,11 +529,11 @@ class TableAuditStore:
             claims: dict[str, str | None] = {
                 "regarding_id": str(row.get("regarding_id") or "") or None,
                 "processsession_id": str(row.get("processsession_id") or ""),
-                "operation_created_on": _stamp(row.get("operation_created_on")),
-                "recorded_at": _stamp(row.get("recorded_at")),
+                "operation_created_on": stamp(row.get("operation_created_on")),
+                "recorded_at": stamp(row.get("recorded_at")),
             }
             return RawRow(key[2:], document, seal, claims, str(digest or ""))
-        named = _view_key(partition, key)
+        named = parse_view_key(partition, key)
         if named is None:  # not a key this store makes: its entry row, if any, is the truth
             entry_id, claims = str(row.get("entry_id") or key), {"row_key": key}
         else:
@@ -591,14 +591,11 @@ class TableAuditStore:
             page: Iterable[Any] = next(pages, [])
             read = list(page)  # the SDK sets the next token once the page is read
             next_token = pages.continuation_token  # type: ignore[attr-defined]
-            size = 0
-            for index, row in enumerate(read):  # the page's character budget, as in SQLite
-                size += _document_size(row)
-                if index and size > self.page_chars:
-                    last = read[index - 1]
-                    next_token = {"after": [last["PartitionKey"], last["RowKey"]]}
-                    read = read[:index]
-                    break
+            fits = _within_budget(read, self.page_chars)
+            if fits < len(read):
+                last = read[fits - 1]
+                next_token = {"after": [last["PartitionKey"], last["RowKey"]]}
+                read = read[:fits]
             following = encode_continuation(next_token) if next_token else None
             return self._read(read, following)
         except AzureError as exc:
@@ -674,13 +671,10 @@ class TableAuditStore:
             raise _unavailable("read", exc, self.endpoint) from exc
         if limit is None:
             return self._read(taken)
-        read, more = taken[:limit], len(taken) > limit
-        size = 0
-        for index, row in enumerate(read):  # the page's character budget, as in SQLite
-            size += _document_size(row)
-            if index and size > self.page_chars:
-                read, more = read[:index], True
-                break
+        read = taken[:limit]
+        fits = _within_budget(read, self.page_chars)
+        more = len(taken) > limit or fits < len(read)
+        read = read[:fits]
         following = (
             encode_continuation({"after_rk": str(read[-1]["RowKey"])}) if more and read else None
         )
@@ -710,7 +704,7 @@ class TableAuditStore:
             if not committed:
                 return page
             viewed = {
-                _entry_of_view_key(str(row["PartitionKey"]), str(row["RowKey"]))
+                entry_of_view_key(str(row["PartitionKey"]), str(row["RowKey"]))
                 for row in view_rows_of()
             }
             lost = sorted(committed - viewed)
@@ -851,8 +845,8 @@ class TableAuditStore:
                     {
                         "regarding_id": str(row.get("regarding_id") or "") or None,
                         "processsession_id": str(row.get("processsession_id") or ""),
-                        "operation_created_on": _stamp(row.get("operation_created_on")),
-                        "recorded_at": _stamp(row.get("recorded_at")),
+                        "operation_created_on": stamp(row.get("operation_created_on")),
+                        "recorded_at": stamp(row.get("recorded_at")),
                     },
                 )
         except AzureError as exc:
@@ -894,7 +888,7 @@ class TableAuditStore:
         for row in self._entry_rows(fields):
             when = row.get("operation_created_on")
             try:
-                probe = _KeyProbe(
+                probe = KeyProbe(
                     str(row["RowKey"])[2:],
                     str(row.get("regarding_id") or "") or None,
                     str(row.get("processsession_id") or ""),
@@ -958,7 +952,7 @@ class TableAuditStore:
             if problem.kind != "orphan":
                 found.append(problem)
                 continue
-            key_entry = _entry_of_view_key(problem.partition_key, problem.row_key)
+            key_entry = entry_of_view_key(problem.partition_key, problem.row_key)
             try:
                 held = self.stored(key_entry) if key_entry else None
             except ValueError:  # its entry row is unreadable (verify names it)
@@ -984,7 +978,7 @@ class TableAuditStore:
         for entry_id in sorted(set(rebuild)):
             held = self.stored(entry_id)
             if held is not None:
-                for batch in _transactions([row] for row in view_rows(held)):
+                for batch in transaction_batches([row] for row in view_rows(held)):
                     self._send(batch, "upsert")
         return found
 
@@ -998,6 +992,17 @@ class TableAuditStore:
         self._readers.shutdown(wait=False, cancel_futures=True)
         self._table.close()
         self._service.close()
+
+
+def _within_budget(rows: list[Any], chars: int) -> int:
+    """How many of ``rows`` a page takes: its character budget, as in SQLite (the first row
+    always, then rows while their documents together stay within ``chars``)."""
+    size = 0
+    for index, row in enumerate(rows):
+        size += document_size(row)
+        if index and size > chars:
+            return index
+    return len(rows)
 
 
 def _message(exc: AzureError) -> str:

@@ -134,13 +134,13 @@ class LeanTransactions:
                 line = f"PUT {self._table_url}(PartitionKey='{pk}',RowKey='{rk}') HTTP/1.1"
             else:
                 raise ValueError(f"unknown transaction operation {operation!r}")
-            data = entity_json(entity)
+            data = entity_json(entity)  # ASCII (json.dumps escapes the rest): a char a byte
             pieces.append(
                 f"--{changeset}\r\nContent-Type: application/http\r\n"
                 f"Content-Transfer-Encoding: binary\r\nContent-ID: {index}\r\n\r\n"
                 f"{line}\r\nContent-Type: application/json\r\n"
                 "Accept: application/json;odata=minimalmetadata\r\nPrefer: return-no-content\r\n"
-                f"DataServiceVersion: 3.0\r\nContent-Length: {len(data.encode())}\r\n\r\n"
+                f"DataServiceVersion: 3.0\r\nContent-Length: {len(data)}\r\n\r\n"
                 f"{data}\r\n"
             )
         pieces.append(f"--{changeset}--\r\n--{batch}--\r\n")

@@ -183,11 +183,11 @@ def view_rows(stored: Stored) -> list[_Entity]:
     ]
 
 
-def _packed(entity: Any) -> bytes:
+def packed_document(entity: Any) -> bytes:
     return b"".join(bytes(entity[f"docz_{i}"]) for i in range(int(entity["docz"])))
 
 
-def _inflate(packed: bytes) -> str:
+def inflate(packed: bytes) -> str:
     inflater = zlib.decompressobj()
     data = inflater.decompress(packed, MAX_DOCUMENT_BYTES)
     if inflater.unconsumed_tail:
@@ -195,7 +195,7 @@ def _inflate(packed: bytes) -> str:
     return data.decode()
 
 
-def _transactions(units: Iterable[list[_Entity]]) -> Iterator[list[_Entity]]:
+def transaction_batches(units: Iterable[list[_Entity]]) -> Iterator[list[_Entity]]:
     """Units (rows that must be written together, one partition each) grouped by partition,
     then cut to the transaction limits; a unit is never split."""
     by_partition: dict[str, list[list[_Entity]]] = {}
@@ -230,7 +230,7 @@ def _weight(entity: _Entity) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class _KeyProbe:
+class KeyProbe:
     """What ``view_keys`` reads of an entry, from an entry row's summary columns."""
 
     entry_id: str
@@ -239,7 +239,7 @@ class _KeyProbe:
     operation_created_on: datetime
 
 
-def _view_key(partition: str, row_key: str) -> tuple[str, dict[str, str | None]] | None:
+def parse_view_key(partition: str, row_key: str) -> tuple[str, dict[str, str | None]] | None:
     """The entry id a view row's key names, and what the key says of that entry (its
     regarding or session, its time); None for a key this store does not make."""
     parts = row_key.split("|")
@@ -254,19 +254,19 @@ def _view_key(partition: str, row_key: str) -> tuple[str, dict[str, str | None]]
     return None
 
 
-def _entry_of_view_key(partition: str, row_key: str) -> str | None:
+def entry_of_view_key(partition: str, row_key: str) -> str | None:
     """The entry id a view row's key names (None for a key this store does not make)."""
-    named = _view_key(partition, row_key)
+    named = parse_view_key(partition, row_key)
     return named[0] if named is not None else None
 
 
-def _document_size(row: Any) -> int:
+def document_size(row: Any) -> int:
     """How many characters of JSON a row carries or points at (compressed or not)."""
     size = row.get("doc_chars")
     return int(size) if isinstance(size, int) else len(str(row.get("doc", "")))
 
 
-def _recorded_partitions(row: Any) -> int:
+def recorded_partitions(row: Any) -> int:
     """The count a layout row records (a row that says something else is a ValueError)."""
     count = row.get("partitions")
     if not isinstance(count, int) or isinstance(count, bool):
@@ -275,10 +275,10 @@ def _recorded_partitions(row: Any) -> int:
     return count
 
 
-def _stamp(value: Any) -> str | None:
+def stamp(value: Any) -> str | None:
     return iso_utc(value) if isinstance(value, datetime) else None
 
 
-def _commit_rows_only(rows: list[_Entity]) -> list[_Entity]:
+def commit_rows_only(rows: list[_Entity]) -> list[_Entity]:
     """The entry row and its part rows of a commit unit (without its views)."""
     return [row for row in rows if row["RowKey"][:2] in ("e|", "x|")]
