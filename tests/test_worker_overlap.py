@@ -187,7 +187,7 @@ def test_the_faster_mode_is_kept_until_both_are_measured_again(faster: bool) -> 
 def test_a_worker_told_never_to_overlap_never_does() -> None:
     from shared.bus.overlap import OverlapChooser
 
-    chooser = OverlapChooser(enabled=False)
+    chooser = OverlapChooser("never")
     for _ in range(100):
         assert chooser.overlap() is False
         chooser.settled(5)

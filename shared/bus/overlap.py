@@ -15,6 +15,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from statistics import fmean
+from typing import Literal
+
+Mode = Literal["measured", "always", "never"]
 
 #: Batches settled in each block that measures a mode (two blocks of each mode, alternated).
 PROBE = 4
@@ -24,15 +27,18 @@ KEEP = 64
 
 class OverlapChooser:
     """``overlap()``: the mode of the next receive; ``settled(n)`` after each batch settled.
+    ``mode`` "always" or "never" fixes the answer (what the tests and the benchmark compare).
 
-    Blocks of batches run one after another: a probe (one at a time, overlapped, one at a
-    time, overlapped; ``PROBE`` batches each), then ``KEEP`` batches in the mode whose blocks
-    settled more messages per second, then a probe again. A block's rate runs from the last
-    settlement before it to its own last one.
+    When measured, blocks of batches run one after another: a probe (one at a time,
+    overlapped, one at a time, overlapped; ``PROBE`` batches each), then ``KEEP`` batches in
+    the mode whose blocks settled more messages per second, then a probe again. A block's rate
+    runs from the last settlement before it to its own last one.
     """
 
-    def __init__(self, enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
-        self.enabled = enabled
+    def __init__(
+        self, mode: Mode = "measured", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.mode = mode
         self._clock = clock
         self._blocks: deque[tuple[bool, int, bool]] = deque()  # (overlap, batches, measured)
         self._rates: dict[bool, list[float]] = {True: [], False: []}
@@ -44,11 +50,11 @@ class OverlapChooser:
 
     def overlap(self) -> bool:
         """Receive the next batch while one is being decided?"""
-        return self.enabled and self._mode
+        return self.mode == "always" or (self.mode == "measured" and self._mode)
 
     def settled(self, messages: int) -> None:
         """A batch of ``messages`` was settled."""
-        if not self.enabled:
+        if self.mode != "measured":
             return
         now = self._clock()
         if self._start is None:  # the first settlement starts the clock

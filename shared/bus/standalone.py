@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from azure.servicebus import (
     ServiceBusClient,
@@ -24,7 +24,7 @@ from azure.servicebus import (
 )
 
 from shared.bus.batch_settlement import settle_batch
-from shared.bus.overlap import OverlapChooser
+from shared.bus.overlap import Mode, OverlapChooser
 from shared.bus.settlement import ReceiverActions, adapt_all, settle_all
 from shared.events.envelope import InboundMessage
 from shared.pipeline import Outcome, Pipeline
@@ -216,8 +216,8 @@ class Worker:
     received, and decided while the one before is settled: the broker's and the store's round
     trips then overlap the work; batches are still settled in the order received. Whether it
     does is measured as it runs (``shared.bus.overlap``): where nothing waits, one batch at a
-    time is faster. The locks of
-    every message held are renewed while a batch is decided. ``stop`` is checked between
+    time is faster. The locks of every message held are renewed while a batch is decided.
+    ``stop`` is checked between
     batches: every batch in hand is settled before the receiver closes (the SDK then
     releases prefetched messages unharmed), so a stop never strands a locked message.
     Completions go to the broker in one disposition per run of consecutive messages where the
@@ -234,7 +234,7 @@ class Worker:
         batch_size: int = 32,
         max_wait_time: float = 1.0,
         settle_in_ranges: bool = True,
-        overlap: Literal["measured", "always", "never"] = "measured",
+        overlap: Mode = "measured",
     ) -> None:
         self.client = client
         self.pipeline = pipeline
@@ -258,15 +258,6 @@ class Worker:
         with ``max_messages``, once that many were received, never receiving more)."""
         stop = stop or threading.Event()
         stats = WorkerStats()
-        return self._run(stop, stats, until_idle, max_messages)
-
-    def _run(
-        self,
-        stop: threading.Event,
-        stats: WorkerStats,
-        until_idle: bool,
-        max_messages: int | None,
-    ) -> WorkerStats:
         with (
             ThreadPoolExecutor(1, thread_name_prefix="pipeline") as pool,
             self.source.receiver(self.client) as receiver,
@@ -274,7 +265,7 @@ class Worker:
             actions = ReceiverActions(receiver)
             in_ranges = self.settle_in_ranges
             received = 0  # unreadable ones included, which make no outcome
-            chooser = OverlapChooser(self.overlap != "never")
+            chooser = OverlapChooser(self.overlap)
             #: the batch being decided and stored on the pipeline's thread, and its work
             pending: tuple[list[tuple[Any, InboundMessage]], Future[list[Outcome]]] | None = None
             while True:
@@ -283,11 +274,7 @@ class Worker:
                     wanted = min(wanted, max_messages - received)
                 batch: list[Any] = []
                 idle = pending is None  # an empty receive of the full wait: the queue is idle
-                if (
-                    not stop.is_set()
-                    and wanted > 0
-                    and (pending is None or self.overlap == "always" or chooser.overlap())
-                ):
+                if not stop.is_set() and wanted > 0 and (pending is None or chooser.overlap()):
                     # While a batch is decided, the next is received (its round trip overlaps
                     # the work); a short wait then, so a sparse queue does not hold it back.
                     wait_time = self.max_wait_time if pending is None else OVERLAP_WAIT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterable
@@ -14,6 +15,7 @@ from shared.cli.console import (
     escape_controls,
     json_line,
 )
+from shared.errors import StoreUnavailable
 from shared.events.entry import AuditEntry
 from shared.settings import Settings, StoreKind
 from shared.trail.reading import Checked
@@ -154,6 +156,22 @@ def servicebus_client(args: argparse.Namespace, settings: Settings) -> tuple[Any
 
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def unreachable_store_exits_2(handler: Handler) -> Handler:
+    """For the commands whose contract says so (check-store, seal, verify, migrate-table): a
+    store that cannot be reached or read is exit 2, a connection error, not 1, which means
+    "problems found"."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return handler(args, settings)
+        except StoreUnavailable as exc:
+            print(f"error: {escape_controls(exc)}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def entity_options(parser: argparse.ArgumentParser, subscription: bool = True) -> None:

@@ -14,6 +14,7 @@ from shared.cli.common import (
     servicebus_client,
     table_or_json_option,
     table_or_jsonl_option,
+    unreachable_store_exits_2,
 )
 from shared.cli.console import (
     console,
@@ -23,6 +24,7 @@ from shared.cli.console import (
 )
 from shared.dataverse.registration import DEFAULT_OLD_VALUE_COLUMNS
 from shared.settings import Settings
+from shared.stores.table_rows import DEFAULT_PARTITIONS, MAX_PARTITIONS
 
 
 def cmd_dlq_peek(args: argparse.Namespace, settings: Settings) -> int:
@@ -137,11 +139,11 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@unreachable_store_exits_2
 def cmd_migrate_table(args: argparse.Namespace, settings: Settings) -> int:
     """Copy the Table trail (AUDIT_TABLE_NAME) into a new table with commit partitions; the
     source is only read. Exit 0 when every entry was copied and every view of the new table
     agrees, 1 when rows were left (named), 2 when a table cannot be reached."""
-    from shared.errors import StoreUnavailable
     from shared.settings import StoreKind
     from shared.stores import build_store
     from shared.stores.table import TableAuditStore
@@ -153,12 +155,12 @@ def cmd_migrate_table(args: argparse.Namespace, settings: Settings) -> int:
     target_settings = settings.model_copy(
         update={"audit_table_name": args.to, "audit_table_partitions": args.partitions}
     )
+    source = build_store(settings, read_only=True)
     try:
-        source = build_store(settings, read_only=True)
         target = build_store(target_settings)
-        assert isinstance(source, TableAuditStore)  # AUDIT_STORE=table, checked above
-        assert isinstance(target, TableAuditStore)
         try:
+            assert isinstance(source, TableAuditStore)  # AUDIT_STORE=table, checked above
+            assert isinstance(target, TableAuditStore)
             created, skipped = target.copy_in(source.scan())
             held, problems = target.count(), target.check_views()
             report = {
@@ -172,11 +174,9 @@ def cmd_migrate_table(args: argparse.Namespace, settings: Settings) -> int:
                 "view_problems": len(problems),
             }
         finally:
-            source.close()
             target.close()
-    except StoreUnavailable as exc:
-        print(f"error: {escape_controls(exc)}", file=sys.stderr)
-        return 2
+    finally:
+        source.close()
     if output_format(args, piped="json") == "json":
         print(json.dumps(report, ensure_ascii=True))
     else:
@@ -292,8 +292,8 @@ def add_commands(commands: Commands) -> None:
     migrate.add_argument(
         "--partitions",
         type=int,
-        default=16,
-        choices=range(1, 65),
+        default=DEFAULT_PARTITIONS,
+        choices=range(1, MAX_PARTITIONS + 1),
         metavar="N",
         help="commit partitions of the new table, 1 to 64 (default 16); an existing table "
         "keeps its own",

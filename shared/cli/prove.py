@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from dataclasses import asdict
@@ -11,13 +10,13 @@ from datetime import UTC, datetime
 
 from shared.cli.common import (
     Commands,
-    Handler,
     check_range,
     output_format,
     say,
     store_label,
     table_or_json_option,
     time_range_options,
+    unreachable_store_exits_2,
 )
 from shared.cli.console import (
     escape_controls,
@@ -29,22 +28,7 @@ from shared.stores.base import AuditStore
 from shared.stores.seals import Problem
 
 
-def _unreachable_store_exits_2(handler: Handler) -> Handler:
-    """For the commands whose contract says so (check-store, seal, verify): a store that cannot
-    be reached or read is exit 2, a connection error, not 1, which means "problems found"."""
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace, settings: Settings) -> int:
-        try:
-            return handler(args, settings)
-        except StoreUnavailable as exc:
-            print(f"error: {escape_controls(exc)}", file=sys.stderr)
-            return 2
-
-    return run
-
-
-@_unreachable_store_exits_2
+@unreachable_store_exits_2
 def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
     """Every read path of the store against its entries; exit 0 when they agree, 1 when not
     (after ``--repair``: when the repair left anything), 2 when the store cannot be read."""
@@ -74,7 +58,7 @@ def cmd_check_store(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if left else 0
 
 
-@_unreachable_store_exits_2
+@unreachable_store_exits_2
 def cmd_seal(args: argparse.Namespace, settings: Settings) -> int:
     """Seal the windows of recorded_at that closed (``--now``: everything so far) and print
     the chain's new head; no key or no store is exit 2; entries written without a key are
@@ -136,7 +120,7 @@ def _name_entries(problems: list[Problem], store: AuditStore, limit: int = 1000)
             problem.about = about(page.entries[0])
 
 
-@_unreachable_store_exits_2
+@unreachable_store_exits_2
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Re-read the trail, its views and its seals; exit 0 intact, 1 when anything is wrong
     (or the chain does not extend ``--expect-head``)."""
